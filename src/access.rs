@@ -1,0 +1,371 @@
+//! Typed access declarations and the unsafe core that turns them into column
+//! slices and row references.
+//!
+//! A stage declares what it touches with a value such as
+//! `(Read(user_id), Read(token), Write(cost))`. The declaration is checked when
+//! the pipeline is built (no field twice with a write, no foreign field, hot
+//! and cold used as declared); the executor then resolves it once per chunk
+//! into raw column pointers and hands the stage either slices over the chunk
+//! ([`Access::Slices`]) or references into one row ([`Access::Row`]).
+//!
+//! This module and the executor's column table are the only places that
+//! create references from raw column pointers.
+
+use std::marker::PhantomData;
+
+use bytemuck::Pod;
+
+use crate::column::{ColdColumn, ColdStore};
+use crate::control::RowState;
+use crate::schema::{Field, FieldId, Schema};
+
+/// Read a hot field: `&[T]` per chunk, `&T` per row.
+#[derive(Clone, Copy, Debug)]
+pub struct Read<T: 'static>(pub Field<T>);
+/// Write a hot field: `&mut [T]` per chunk, `&mut T` per row.
+#[derive(Clone, Copy, Debug)]
+pub struct Write<T: 'static>(pub Field<T>);
+/// Read a cold field: [`ColdRead`] per chunk, `Option<&T>` per row.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadCold<T: 'static>(pub Field<T>);
+/// Write a cold field: [`ColdWrite`] per chunk, [`ColdCell`] per row. A stage
+/// that writes a cold field runs alone (never beside other stages).
+#[derive(Clone, Copy, Debug)]
+pub struct WriteCold<T: 'static>(pub Field<T>);
+
+/// One field a stage touches, as declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldUse {
+    pub(crate) field: FieldId,
+    /// Whether the stage writes the field.
+    pub write: bool,
+    /// Whether the access is to a cold side table.
+    pub cold: bool,
+}
+
+impl FieldUse {
+    /// The field's position in its schema.
+    pub fn index(&self) -> usize {
+        self.field.index as usize
+    }
+}
+
+/// The executor's table of column pointers for one run, shared by every
+/// worker. Opaque: only the executor builds it.
+pub struct ColumnTable<'r> {
+    pub(crate) schema: &'r Schema,
+    pub(crate) hot: &'r [SendPtr<u8>],
+    pub(crate) cold: &'r [SendPtr<dyn ColdStore>],
+    pub(crate) states: SendPtr<RowState>,
+    pub(crate) len: usize,
+}
+
+/// A raw pointer that may cross threads; what it points to is governed by
+/// the executor's disjointness rules (see `ColumnTable`).
+pub struct SendPtr<T: ?Sized>(pub(crate) *mut T);
+
+impl<T: ?Sized> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: ?Sized> Copy for SendPtr<T> {}
+// SAFETY: a `SendPtr` is only an address. Every dereference happens in this
+// module or in `exec`, under the rule that concurrent workers touch disjoint
+// row ranges of hot columns and that cold tables are written only by a stage
+// that runs alone; see the SAFETY comments at those sites.
+unsafe impl<T: ?Sized> Send for SendPtr<T> {}
+// SAFETY: as for `Send`: sharing the address is harmless, dereferences are
+// argued where they happen.
+unsafe impl<T: ?Sized> Sync for SendPtr<T> {}
+
+impl<'r> ColumnTable<'r> {
+    fn hot_ptr<T>(&self, field: FieldId) -> *mut T {
+        let slot = self.schema.fields()[field.index as usize].slot;
+        self.hot[slot].0.cast()
+    }
+
+    fn cold_ptr(&self, field: FieldId) -> *mut dyn ColdStore {
+        let slot = self.schema.fields()[field.index as usize].slot;
+        self.cold[slot].0
+    }
+
+    /// The control words of rows `start .. start + len`.
+    ///
+    /// # Safety
+    /// The range must lie in the batch and no other live reference may
+    /// overlap it while the slice lives.
+    pub(crate) unsafe fn states_mut<'a>(&self, start: usize, len: usize) -> &'a mut [RowState] {
+        debug_assert!(start + len <= self.len);
+        // SAFETY: the pointer is the batch's state vector, valid for
+        // `self.len` rows; the caller guarantees the range is in bounds and
+        // exclusively ours.
+        unsafe { std::slice::from_raw_parts_mut(self.states.0.add(start), len) }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An access declaration: a [`Read`], [`Write`], [`ReadCold`], [`WriteCold`],
+/// or a tuple of up to ten of them.
+///
+/// Sealed: the executor's soundness rests on the exact set of
+/// implementations in this module.
+pub trait Access: sealed::Sealed + Send + Sync + 'static {
+    /// What a chunk stage receives: slices over the chunk's rows.
+    type Slices<'a>;
+    /// What a row stage receives: references into one row.
+    type Row<'a>;
+    /// Resolved column pointers.
+    #[doc(hidden)]
+    type Ptrs: Copy + Send + Sync;
+
+    /// Appends the declared fields to `out`.
+    fn uses(&self, out: &mut Vec<FieldUse>);
+
+    /// Resolves the declaration against a run's column table.
+    #[doc(hidden)]
+    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs;
+
+    /// The slices of rows `start .. start + len`.
+    ///
+    /// # Safety
+    /// `ptrs` comes from `resolve` on the table of the batch being run; the
+    /// range lies inside the batch; for the slices' lifetime no other
+    /// reference overlaps the written rows or reads written ones, and cold
+    /// tables written here are not touched by anyone else. The pipeline's
+    /// validation (no field declared twice with a write) makes the slices of
+    /// one call disjoint from each other.
+    #[doc(hidden)]
+    unsafe fn slices<'a>(ptrs: Self::Ptrs, start: usize, len: usize) -> Self::Slices<'a>;
+
+    /// The references of row `row`.
+    ///
+    /// # Safety
+    /// As for [`slices`](Access::slices), for the single row `row`.
+    #[doc(hidden)]
+    unsafe fn row<'a>(ptrs: Self::Ptrs, row: usize) -> Self::Row<'a>;
+}
+
+/// The per-row references of access `A`.
+pub type RowOf<'a, A> = <A as Access>::Row<'a>;
+/// The per-chunk slices of access `A`.
+pub type SlicesOf<'a, A> = <A as Access>::Slices<'a>;
+
+/// A cold field's entries within one chunk; indices are chunk-relative.
+pub struct ColdRead<'a, T> {
+    col: &'a ColdColumn<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<'a, T> ColdRead<'a, T> {
+    /// The value of chunk row `i`.
+    pub fn get(&self, i: usize) -> Option<&'a T> {
+        if i < self.len { self.col.get(self.start + i) } else { None }
+    }
+
+    /// The chunk's entries as `(chunk row, value)`.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &'a T)> + 'a {
+        self.col.range(self.start, self.len)
+    }
+}
+
+/// A cold field's entries within one chunk, writable; indices are
+/// chunk-relative and writes outside the chunk are ignored.
+pub struct ColdWrite<'a, T> {
+    col: &'a mut ColdColumn<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T> ColdWrite<'_, T> {
+    /// The value of chunk row `i`.
+    pub fn get(&self, i: usize) -> Option<&T> {
+        if i < self.len { self.col.get(self.start + i) } else { None }
+    }
+
+    /// Sets chunk row `i`'s value; returns the old one. Ignored (returning
+    /// the value back as `Err`) when `i` is outside the chunk.
+    pub fn insert(&mut self, i: usize, value: T) -> Result<Option<T>, T> {
+        if i < self.len { Ok(self.col.insert(self.start + i, value)) } else { Err(value) }
+    }
+
+    /// Removes chunk row `i`'s value.
+    pub fn remove(&mut self, i: usize) -> Option<T> {
+        if i < self.len { self.col.remove(self.start + i) } else { None }
+    }
+}
+
+/// One row's entry of a cold field, writable.
+pub struct ColdCell<'a, T> {
+    col: &'a mut ColdColumn<T>,
+    row: usize,
+}
+
+impl<T> ColdCell<'_, T> {
+    /// The row's value.
+    pub fn get(&self) -> Option<&T> {
+        self.col.get(self.row)
+    }
+
+    /// Sets the row's value, returning the old one.
+    pub fn set(&mut self, value: T) -> Option<T> {
+        self.col.insert(self.row, value)
+    }
+
+    /// Removes the row's value.
+    pub fn take(&mut self) -> Option<T> {
+        self.col.remove(self.row)
+    }
+}
+
+impl<T: Pod> sealed::Sealed for Read<T> {}
+impl<T: Pod + Send + Sync> Access for Read<T> {
+    type Slices<'a> = &'a [T];
+    type Row<'a> = &'a T;
+    type Ptrs = SendPtr<T>;
+
+    fn uses(&self, out: &mut Vec<FieldUse>) {
+        out.push(FieldUse { field: self.0.untyped(), write: false, cold: false });
+    }
+    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+        SendPtr(table.hot_ptr(self.0.untyped()))
+    }
+    unsafe fn slices<'a>(p: Self::Ptrs, start: usize, len: usize) -> &'a [T] {
+        // SAFETY: the column holds the batch's rows as `T` (the schema gave
+        // the handle's type and the column is 64-byte aligned); the caller
+        // guarantees the range is in bounds and not written meanwhile.
+        unsafe { std::slice::from_raw_parts(p.0.add(start), len) }
+    }
+    unsafe fn row<'a>(p: Self::Ptrs, row: usize) -> &'a T {
+        // SAFETY: as in `slices`, for one in-bounds row.
+        unsafe { &*p.0.add(row) }
+    }
+}
+
+impl<T: Pod> sealed::Sealed for Write<T> {}
+impl<T: Pod + Send + Sync> Access for Write<T> {
+    type Slices<'a> = &'a mut [T];
+    type Row<'a> = &'a mut T;
+    type Ptrs = SendPtr<T>;
+
+    fn uses(&self, out: &mut Vec<FieldUse>) {
+        out.push(FieldUse { field: self.0.untyped(), write: true, cold: false });
+    }
+    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+        SendPtr(table.hot_ptr(self.0.untyped()))
+    }
+    unsafe fn slices<'a>(p: Self::Ptrs, start: usize, len: usize) -> &'a mut [T] {
+        // SAFETY: as for `Read`, and the caller guarantees no other
+        // reference overlaps the range while this one lives.
+        unsafe { std::slice::from_raw_parts_mut(p.0.add(start), len) }
+    }
+    unsafe fn row<'a>(p: Self::Ptrs, row: usize) -> &'a mut T {
+        // SAFETY: as in `slices`, for one in-bounds row.
+        unsafe { &mut *p.0.add(row) }
+    }
+}
+
+impl<T> sealed::Sealed for ReadCold<T> {}
+impl<T: Send + Sync + 'static> Access for ReadCold<T> {
+    type Slices<'a> = ColdRead<'a, T>;
+    type Row<'a> = Option<&'a T>;
+    type Ptrs = (SendPtr<ColdColumn<T>>, PhantomData<fn() -> T>);
+
+    fn uses(&self, out: &mut Vec<FieldUse>) {
+        out.push(FieldUse { field: self.0.untyped(), write: false, cold: true });
+    }
+    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+        let store = table.cold_ptr(self.0.untyped());
+        (SendPtr(store.cast::<ColdColumn<T>>()), PhantomData)
+    }
+    unsafe fn slices<'a>(p: Self::Ptrs, start: usize, len: usize) -> ColdRead<'a, T> {
+        // SAFETY: the schema made this table a `ColdColumn<T>` (the cast in
+        // `resolve` keeps the data pointer of the trait object); nobody
+        // writes the table while readers run (cold writers run alone).
+        ColdRead { col: unsafe { &*p.0.0 }, start, len }
+    }
+    unsafe fn row<'a>(p: Self::Ptrs, row: usize) -> Option<&'a T> {
+        // SAFETY: as in `slices`.
+        unsafe { (*p.0.0).get(row) }
+    }
+}
+
+impl<T> sealed::Sealed for WriteCold<T> {}
+impl<T: Send + Sync + 'static> Access for WriteCold<T> {
+    type Slices<'a> = ColdWrite<'a, T>;
+    type Row<'a> = ColdCell<'a, T>;
+    type Ptrs = (SendPtr<ColdColumn<T>>, PhantomData<fn() -> T>);
+
+    fn uses(&self, out: &mut Vec<FieldUse>) {
+        out.push(FieldUse { field: self.0.untyped(), write: true, cold: true });
+    }
+    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+        let store = table.cold_ptr(self.0.untyped());
+        (SendPtr(store.cast::<ColdColumn<T>>()), PhantomData)
+    }
+    unsafe fn slices<'a>(p: Self::Ptrs, start: usize, len: usize) -> ColdWrite<'a, T> {
+        // SAFETY: the table is a `ColdColumn<T>` (see `ReadCold`); a stage
+        // writing a cold field runs alone, so this is the only reference.
+        ColdWrite { col: unsafe { &mut *p.0.0 }, start, len }
+    }
+    unsafe fn row<'a>(p: Self::Ptrs, row: usize) -> ColdCell<'a, T> {
+        // SAFETY: as in `slices`; per-row cells of one stage never coexist.
+        ColdCell { col: unsafe { &mut *p.0.0 }, row }
+    }
+}
+
+impl sealed::Sealed for () {}
+impl Access for () {
+    type Slices<'a> = ();
+    type Row<'a> = ();
+    type Ptrs = ();
+    fn uses(&self, _: &mut Vec<FieldUse>) {}
+    fn resolve(&self, _: &ColumnTable<'_>) {}
+    unsafe fn slices<'a>(_: (), _: usize, _: usize) -> Self::Slices<'a> {}
+    unsafe fn row<'a>(_: (), _: usize) -> Self::Row<'a> {}
+}
+
+macro_rules! tuple_access {
+    ($($name:ident $idx:tt),+) => {
+        impl<$($name: Access),+> sealed::Sealed for ($($name,)+) {}
+        impl<$($name: Access),+> Access for ($($name,)+) {
+            type Slices<'a> = ($($name::Slices<'a>,)+);
+            type Row<'a> = ($($name::Row<'a>,)+);
+            type Ptrs = ($($name::Ptrs,)+);
+
+            fn uses(&self, out: &mut Vec<FieldUse>) {
+                $(self.$idx.uses(out);)+
+            }
+            #[inline(always)]
+            fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+                ($(self.$idx.resolve(table),)+)
+            }
+            #[inline(always)]
+            unsafe fn slices<'a>(p: Self::Ptrs, start: usize, len: usize) -> Self::Slices<'a> {
+                // SAFETY: forwarded contract; validation keeps the members'
+                // written fields disjoint from every other member's fields.
+                unsafe { ($($name::slices(p.$idx, start, len),)+) }
+            }
+            #[inline(always)]
+            unsafe fn row<'a>(p: Self::Ptrs, row: usize) -> Self::Row<'a> {
+                // SAFETY: as in `slices`.
+                unsafe { ($($name::row(p.$idx, row),)+) }
+            }
+        }
+    };
+}
+
+tuple_access!(A 0);
+tuple_access!(A 0, B 1);
+tuple_access!(A 0, B 1, C 2);
+tuple_access!(A 0, B 1, C 2, D 3);
+tuple_access!(A 0, B 1, C 2, D 3, E 4);
+tuple_access!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_access!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_access!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+tuple_access!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+tuple_access!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);

@@ -1,0 +1,303 @@
+//! The batch: rows of one schema as columns, plus their control state.
+
+use bumpalo::Bump;
+use bytemuck::Pod;
+
+use crate::column::{ColdColumn, ColdStore, HotColumn};
+use crate::control::{Outcome, RowState};
+use crate::error::{Error, Result, StageError};
+use crate::schema::{Field, Schema, Storage};
+
+/// Rows of one schema: a 64-byte-aligned column per hot field, a sparse side
+/// table per cold field, a bump arena for scratch, and a control word per row.
+///
+/// [`clear`](Batch::clear) keeps every buffer, so a recycled batch refilled to
+/// the same size allocates nothing. Rows are never dropped by processing:
+/// rejected and failed rows stay in place, marked.
+///
+/// ```
+/// use mware::prelude::*;
+///
+/// let mut s = SchemaBuilder::new();
+/// let id = s.hot::<u64>("id");
+/// let note = s.cold::<String>("note");
+/// let schema = s.build()?;
+///
+/// let mut batch = Batch::new(&schema);
+/// batch.resize(3);
+/// batch.column_mut(id)?.copy_from_slice(&[10, 20, 30]);
+/// batch.push_row().set(id, 40)?.set_cold(note, "hi".to_string())?;
+/// assert_eq!(batch.column(id)?, &[10, 20, 30, 40]);
+/// assert_eq!(batch.cold(note)?.get(3).map(String::as_str), Some("hi"));
+/// # Ok::<(), mware::Error>(())
+/// ```
+pub struct Batch {
+    schema: Schema,
+    len: usize,
+    hot: Vec<HotColumn>,
+    cold: Vec<Box<dyn ColdStore>>,
+    states: Vec<RowState>,
+    errors: ColdColumn<StageError>,
+    arena: Bump,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("len", &self.len).field("errors", &self.errors.len()).finish()
+    }
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new(schema: &Schema) -> Batch {
+        let mut hot = Vec::with_capacity(schema.hot_count());
+        let mut cold = Vec::with_capacity(schema.cold_count());
+        for f in schema.fields() {
+            match f.storage {
+                Storage::Hot { size } => hot.push(HotColumn::new(size)),
+                Storage::Cold => cold.push((f.new_cold.expect("cold fields carry a constructor"))()),
+            }
+        }
+        Batch {
+            schema: schema.clone(),
+            len: 0,
+            hot,
+            cold,
+            states: Vec::new(),
+            errors: ColdColumn::default(),
+            arena: Bump::new(),
+        }
+    }
+
+    /// An empty batch with room for `rows` rows in every hot column.
+    pub fn with_capacity(schema: &Schema, rows: usize) -> Batch {
+        let mut b = Batch::new(schema);
+        b.reserve(rows);
+        b
+    }
+
+    /// Makes room for `rows` rows in total without changing the length.
+    pub fn reserve(&mut self, rows: usize) {
+        for c in &mut self.hot {
+            c.reserve(rows);
+        }
+        self.states.reserve(rows.saturating_sub(self.states.len()));
+    }
+
+    /// The batch's schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Sets the number of rows. New rows are zeroed, live and without cold
+    /// values; removed rows lose their cold values and errors.
+    pub fn resize(&mut self, rows: usize) {
+        for c in &mut self.hot {
+            c.resize(self.len, rows);
+        }
+        if rows < self.len {
+            for c in &mut self.cold {
+                c.truncate_rows(rows);
+            }
+            self.errors.truncate_rows(rows);
+        }
+        self.states.resize(rows, RowState::LIVE);
+        self.len = rows;
+    }
+
+    /// Removes every row and resets the arena, keeping all buffers.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.states.clear();
+        for c in &mut self.cold {
+            c.clear();
+        }
+        self.errors.clear();
+        self.arena.reset();
+    }
+
+    /// Marks every row live with a pending status again and drops the
+    /// errors, keeping the field values (to run the same input again).
+    pub fn reset_control(&mut self) {
+        self.states.fill(RowState::LIVE);
+        self.errors.clear();
+    }
+
+    /// The values of a hot field.
+    pub fn column<T: Pod>(&self, field: Field<T>) -> Result<&[T]> {
+        let slot = self.schema.hot_slot(field.untyped(), "batch")?;
+        Ok(self.hot[slot].typed(self.len))
+    }
+
+    /// The values of a hot field, mutable.
+    pub fn column_mut<T: Pod>(&mut self, field: Field<T>) -> Result<&mut [T]> {
+        let slot = self.schema.hot_slot(field.untyped(), "batch")?;
+        Ok(self.hot[slot].typed_mut(self.len))
+    }
+
+    /// The raw bytes of the hot field at schema position `index` (for
+    /// exporters that work on untyped columns).
+    pub fn column_bytes(&self, index: usize) -> Option<&[u8]> {
+        let info = self.schema.fields().get(index)?;
+        match info.storage {
+            Storage::Hot { .. } => Some(self.hot[info.slot].bytes(self.len)),
+            Storage::Cold => None,
+        }
+    }
+
+    /// The side table of a cold field.
+    pub fn cold<T: Send + Sync + 'static>(&self, field: Field<T>) -> Result<&ColdColumn<T>> {
+        let slot = self.schema.cold_slot(field.untyped(), "batch")?;
+        Ok(self.cold[slot].as_any().downcast_ref().expect("schema checked the type"))
+    }
+
+    /// The side table of a cold field, mutable. Rows past [`len`](Batch::len)
+    /// are dropped by the next `resize` or `clear`.
+    pub fn cold_mut<T: Send + Sync + 'static>(&mut self, field: Field<T>) -> Result<&mut ColdColumn<T>> {
+        let slot = self.schema.cold_slot(field.untyped(), "batch")?;
+        Ok(self.cold[slot].as_any_mut().downcast_mut().expect("schema checked the type"))
+    }
+
+    /// Appends one zeroed, live row and returns a writer for it.
+    pub fn push_row(&mut self) -> RowWriter<'_> {
+        let row = self.len;
+        self.resize(row + 1);
+        RowWriter { batch: self, row }
+    }
+
+    /// A writer for an existing row.
+    pub fn row_mut(&mut self, row: usize) -> Result<RowWriter<'_>> {
+        if row >= self.len {
+            return Err(Error::RowOutOfBounds { row, len: self.len });
+        }
+        Ok(RowWriter { batch: self, row })
+    }
+
+    /// Appends one row per item, filled by `fill`.
+    ///
+    /// ```
+    /// # use mware::prelude::*;
+    /// # let mut s = SchemaBuilder::new();
+    /// # let id = s.hot::<u64>("id");
+    /// # let schema = s.build()?;
+    /// let mut batch = Batch::new(&schema);
+    /// batch.extend_rows(1..=3u64, |row, v| row.set(id, v * 10).map(|_| ()))?;
+    /// assert_eq!(batch.column(id)?, &[10, 20, 30]);
+    /// # Ok::<(), mware::Error>(())
+    /// ```
+    pub fn extend_rows<I: IntoIterator>(
+        &mut self,
+        items: I,
+        mut fill: impl FnMut(&mut RowWriter<'_>, I::Item) -> Result<()>,
+    ) -> Result<()> {
+        let items = items.into_iter();
+        self.reserve(self.len + items.size_hint().0);
+        for item in items {
+            fill(&mut self.push_row(), item)?;
+        }
+        Ok(())
+    }
+
+    /// Every row's control word.
+    pub fn states(&self) -> &[RowState] {
+        &self.states
+    }
+
+    /// One row's control state, spelled out.
+    pub fn outcome(&self, row: usize) -> Option<Outcome> {
+        self.states.get(row).map(|s| s.outcome())
+    }
+
+    /// One row's response status.
+    pub fn status(&self, row: usize) -> Option<u16> {
+        self.states.get(row).map(|s| s.status())
+    }
+
+    /// Why a row failed, if it did.
+    pub fn error(&self, row: usize) -> Option<&StageError> {
+        self.errors.get(row)
+    }
+
+    /// Every failed row with its error, in row order.
+    pub fn errors(&self) -> impl Iterator<Item = (usize, &StageError)> + '_ {
+        self.errors.iter()
+    }
+
+    /// Number of rows no stage stopped.
+    pub fn live_rows(&self) -> usize {
+        self.states.iter().filter(|s| s.is_live()).count()
+    }
+
+    /// The per-batch bump arena for scratch and variable-length data; reset
+    /// by [`clear`](Batch::clear).
+    pub fn arena(&self) -> &Bump {
+        &self.arena
+    }
+
+    /// Bytes held by the batch's buffers (capacity, not length).
+    pub fn allocated_bytes(&self) -> usize {
+        self.hot.iter().map(HotColumn::allocated_bytes).sum::<usize>()
+            + self.states.capacity() * std::mem::size_of::<RowState>()
+            + self.arena.allocated_bytes()
+    }
+
+    pub(crate) fn parts(&mut self) -> BatchParts<'_> {
+        BatchParts {
+            schema: &self.schema,
+            len: self.len,
+            hot: &mut self.hot,
+            cold: &mut self.cold,
+            states: &mut self.states,
+            errors: &mut self.errors,
+            arena: &self.arena,
+        }
+    }
+}
+
+/// The batch split into its parts, for the executor.
+pub(crate) struct BatchParts<'b> {
+    pub schema: &'b Schema,
+    pub len: usize,
+    pub hot: &'b mut [HotColumn],
+    pub cold: &'b mut [Box<dyn ColdStore>],
+    pub states: &'b mut [RowState],
+    pub errors: &'b mut ColdColumn<StageError>,
+    pub arena: &'b Bump,
+}
+
+/// Writes several fields of one row: the batch form of `ctx.update({...})`.
+pub struct RowWriter<'b> {
+    batch: &'b mut Batch,
+    row: usize,
+}
+
+impl RowWriter<'_> {
+    /// The row's index.
+    pub fn row(&self) -> usize {
+        self.row
+    }
+
+    /// Sets a hot field.
+    pub fn set<T: Pod>(&mut self, field: Field<T>, value: T) -> Result<&mut Self> {
+        let row = self.row;
+        self.batch.column_mut(field)?[row] = value;
+        Ok(self)
+    }
+
+    /// Sets a cold field.
+    pub fn set_cold<T: Send + Sync + 'static>(&mut self, field: Field<T>, value: T) -> Result<&mut Self> {
+        let row = self.row;
+        self.batch.cold_mut(field)?.insert(row, value);
+        Ok(self)
+    }
+}

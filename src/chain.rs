@@ -1,0 +1,514 @@
+//! Static composition: row stages nested in one type, fused into one loop.
+//!
+//! A chain is a list of middleware layers, outermost first, each with an
+//! optional before-stage and after-stage:
+//!
+//! ```
+//! use mware::prelude::*;
+//! use mware::chain::{after, before};
+//!
+//! let mut s = SchemaBuilder::new();
+//! let len = s.hot::<u32>("len");
+//! let seen = s.hot::<u32>("seen");
+//! let schema = s.build()?;
+//!
+//! let count = stage::parallel("count", Write(seen), |seen: &mut u32, _: &mut RowCtl| *seen += 1);
+//! let limit = stage::parallel("limit", Read(len), |len: &u32, ctl: &mut RowCtl| {
+//!     if *len > 10 { ctl.reject(413) }
+//! }).rejects();
+//! let ok = stage::parallel("ok", (), |_: (), ctl: &mut RowCtl| ctl.respond(200));
+//! let pipeline = Pipeline::builder(&schema)
+//!     .chain(mware::chain![after(count), before(limit), before(ok)])
+//!     .build()?;
+//!
+//! let mut batch = Batch::new(&schema);
+//! batch.resize(2);
+//! batch.column_mut(len)?.copy_from_slice(&[5, 50]);
+//! pipeline.run(&mut batch)?;
+//! assert_eq!(batch.status(0), Some(200));
+//! assert_eq!(batch.status(1), Some(413));
+//! assert_eq!(batch.column(seen)?, &[1, 1]); // the outer after sees both rows
+//! # Ok::<(), mware::Error>(())
+//! ```
+//!
+//! Every stage of the chain is a generic type, so the compiler monomorphises
+//! and inlines the whole onion into one loop body per chunk: the Rust form of
+//! unrolling a decorator stack. The executor dispatches to it once per chunk.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::access::{Access, ColumnTable};
+use crate::control::{RowCtl, RowState};
+use crate::error::StageError;
+use crate::stage::{RowStage, StageMeta, StatePolicy};
+use crate::unit::{ChunkRun, Unit, Walk, panic_message, select, stage_name};
+
+/// The absent half of a layer (a middleware with only a before or only an
+/// after stage).
+pub struct Nothing;
+
+/// One middleware of a chain: a before-stage and an after-stage, either of
+/// which may be [`Nothing`].
+pub struct Layer<B, A> {
+    before: B,
+    after: A,
+}
+
+/// A layer with only a before-stage (a handler is the innermost one).
+pub fn before<S: RowStage>(stage: S) -> Layer<S, Nothing> {
+    Layer { before: stage, after: Nothing }
+}
+
+/// A layer with only an after-stage.
+pub fn after<S: RowStage>(stage: S) -> Layer<Nothing, S> {
+    Layer { before: Nothing, after: stage }
+}
+
+/// A layer with both.
+pub fn around<B: RowStage, A: RowStage>(before: B, after: A) -> Layer<B, A> {
+    Layer { before, after }
+}
+
+/// One half of a layer: a row stage or [`Nothing`].
+pub trait Half: Send + Sync + 'static {
+    /// Whether a stage is there.
+    const PRESENT: bool;
+    #[doc(hidden)]
+    type Ptrs: Copy;
+    #[doc(hidden)]
+    type Local: Send + 'static;
+    #[doc(hidden)]
+    type Guard<'a>
+    where
+        Self: 'a;
+    #[doc(hidden)]
+    fn meta(&self) -> Option<StageMeta>;
+    #[doc(hidden)]
+    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs;
+    #[doc(hidden)]
+    fn local(&self) -> Self::Local;
+    #[doc(hidden)]
+    fn enter<'a>(&'a self, local: &'a mut Self::Local) -> Self::Guard<'a>;
+    #[doc(hidden)]
+    fn finish(&self, local: &mut Self::Local);
+    /// Runs the stage on row `row`.
+    ///
+    /// # Safety
+    /// `ptrs` resolves the batch being run, `row` is in bounds, and no other
+    /// reference to this row's written fields lives meanwhile.
+    #[doc(hidden)]
+    unsafe fn call(&self, ptrs: Self::Ptrs, guard: &mut Self::Guard<'_>, row: usize, ctl: &mut RowCtl);
+}
+
+impl Half for Nothing {
+    const PRESENT: bool = false;
+    type Ptrs = ();
+    type Local = ();
+    type Guard<'a> = ();
+    fn meta(&self) -> Option<StageMeta> {
+        None
+    }
+    fn resolve(&self, _: &ColumnTable<'_>) {}
+    fn local(&self) {}
+    fn enter<'a>(&'a self, _: &'a mut ()) {}
+    fn finish(&self, _: &mut ()) {}
+    #[inline(always)]
+    unsafe fn call(&self, _: (), _: &mut (), _: usize, _: &mut RowCtl) {}
+}
+
+impl<S: RowStage> Half for S {
+    const PRESENT: bool = true;
+    type Ptrs = <S::Access as Access>::Ptrs;
+    type Local = <S::Policy as StatePolicy>::Local;
+    type Guard<'a> = <S::Policy as StatePolicy>::Guard<'a>;
+    fn meta(&self) -> Option<StageMeta> {
+        Some(RowStage::meta(self))
+    }
+    #[inline(always)]
+    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+        self.access().resolve(table)
+    }
+    fn local(&self) -> Self::Local {
+        self.policy().local()
+    }
+    #[inline(always)]
+    fn enter<'a>(&'a self, local: &'a mut Self::Local) -> Self::Guard<'a> {
+        self.policy().enter(local)
+    }
+    fn finish(&self, local: &mut Self::Local) {
+        self.policy().finish(local)
+    }
+    #[inline(always)]
+    unsafe fn call(&self, ptrs: Self::Ptrs, guard: &mut Self::Guard<'_>, row: usize, ctl: &mut RowCtl) {
+        // SAFETY: forwarded from the caller's contract.
+        let refs = unsafe { S::Access::row(ptrs, row) };
+        RowStage::call(self, S::Policy::state(guard), refs, ctl)
+    }
+}
+
+/// Where one row runs inside a chunk: the step range and the error sink.
+pub struct RowEnv<'r> {
+    base: u16,
+    layers: usize,
+    slots: Range<usize>,
+    errors: &'r mut Vec<(usize, StageError)>,
+    names: &'r [Option<Arc<str>>],
+}
+
+impl RowEnv<'_> {
+    #[inline(always)]
+    fn has(&self, slot: usize) -> bool {
+        self.slots.start <= slot && slot < self.slots.end
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record(&mut self, slot: usize, ctl: &mut RowCtl) {
+        if let Some(message) = ctl.error.take() {
+            let stage = stage_name(self.names, slot);
+            self.errors.push((ctl.row, StageError { stage, message, panicked: false }));
+        }
+    }
+}
+
+/// A list of layers, outermost first: what [`chain!`](crate::chain!) builds.
+pub trait Layers: Send + Sync + 'static {
+    /// Number of layers.
+    const LEN: usize;
+    #[doc(hidden)]
+    type Ptrs: Copy;
+    #[doc(hidden)]
+    type Locals: Send + 'static;
+    #[doc(hidden)]
+    type Guards<'a>
+    where
+        Self: 'a;
+    #[doc(hidden)]
+    fn metas(&self, out: &mut Vec<[Option<StageMeta>; 2]>);
+    #[doc(hidden)]
+    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs;
+    #[doc(hidden)]
+    fn locals(&self) -> Self::Locals;
+    #[doc(hidden)]
+    fn enter<'a>(&'a self, locals: &'a mut Self::Locals) -> Self::Guards<'a>;
+    #[doc(hidden)]
+    fn finish(&self, locals: &mut Self::Locals);
+    /// Runs this layer and everything inside it on one row.
+    ///
+    /// # Safety
+    /// As for [`Half::call`].
+    #[doc(hidden)]
+    unsafe fn row<const FULL: bool>(
+        &self,
+        ptrs: &Self::Ptrs,
+        guards: &mut Self::Guards<'_>,
+        env: &mut RowEnv<'_>,
+        ctl: &mut RowCtl,
+        level: usize,
+    );
+}
+
+/// The empty end of a chain.
+pub struct End;
+
+/// A layer followed by the layers inside it.
+pub struct Then<B, A, Rest>(pub Layer<B, A>, pub Rest);
+
+impl Layers for End {
+    const LEN: usize = 0;
+    type Ptrs = ();
+    type Locals = ();
+    type Guards<'a> = ();
+    fn metas(&self, _: &mut Vec<[Option<StageMeta>; 2]>) {}
+    fn resolve(&self, _: &ColumnTable<'_>) {}
+    fn locals(&self) {}
+    fn enter<'a>(&'a self, _: &'a mut ()) {}
+    fn finish(&self, _: &mut ()) {}
+    #[inline(always)]
+    unsafe fn row<const FULL: bool>(&self, _: &(), _: &mut (), _: &mut RowEnv<'_>, _: &mut RowCtl, _: usize) {
+    }
+}
+
+#[inline(always)]
+unsafe fn step<H: Half>(
+    half: &H,
+    ptrs: H::Ptrs,
+    guard: &mut H::Guard<'_>,
+    env: &mut RowEnv<'_>,
+    ctl: &mut RowCtl,
+    level: usize,
+    slot: usize,
+) {
+    ctl.depth = env.base + level as u16;
+    ctl.slot = slot as u16;
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { half.call(ptrs, guard, ctl.row, ctl) };
+    if ctl.error.is_some() {
+        env.record(slot, ctl);
+    }
+}
+
+impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
+    const LEN: usize = 1 + R::LEN;
+    type Ptrs = (B::Ptrs, A::Ptrs, R::Ptrs);
+    type Locals = (B::Local, A::Local, R::Locals);
+    type Guards<'a> = (B::Guard<'a>, A::Guard<'a>, R::Guards<'a>);
+
+    fn metas(&self, out: &mut Vec<[Option<StageMeta>; 2]>) {
+        out.push([self.0.before.meta(), self.0.after.meta()]);
+        self.1.metas(out);
+    }
+    #[inline(always)]
+    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+        (self.0.before.resolve(table), self.0.after.resolve(table), self.1.resolve(table))
+    }
+    fn locals(&self) -> Self::Locals {
+        (self.0.before.local(), self.0.after.local(), self.1.locals())
+    }
+    #[inline(always)]
+    fn enter<'a>(&'a self, l: &'a mut Self::Locals) -> Self::Guards<'a> {
+        (self.0.before.enter(&mut l.0), self.0.after.enter(&mut l.1), self.1.enter(&mut l.2))
+    }
+    fn finish(&self, l: &mut Self::Locals) {
+        self.0.before.finish(&mut l.0);
+        self.0.after.finish(&mut l.1);
+        self.1.finish(&mut l.2);
+    }
+    #[inline(always)]
+    unsafe fn row<const FULL: bool>(
+        &self,
+        p: &Self::Ptrs,
+        g: &mut Self::Guards<'_>,
+        env: &mut RowEnv<'_>,
+        ctl: &mut RowCtl,
+        level: usize,
+    ) {
+        let before_slot = level;
+        let after_slot = 2 * env.layers - 1 - level;
+        if B::PRESENT && (FULL || env.has(before_slot)) && ctl.state.is_live() {
+            // SAFETY: forwarded from the caller's contract.
+            unsafe { step(&self.0.before, p.0, &mut g.0, env, ctl, level, before_slot) };
+        }
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.1.row::<FULL>(&p.2, &mut g.2, env, ctl, level + 1) };
+        if A::PRESENT && (FULL || env.has(after_slot)) && ctl.state.reaches_after(env.base + level as u16) {
+            // SAFETY: forwarded from the caller's contract.
+            unsafe { step(&self.0.after, p.1, &mut g.1, env, ctl, level, after_slot) };
+        }
+    }
+}
+
+/// Builds a static chain from layers, outermost first.
+///
+/// Each argument is a [`Layer`], made with [`before`], [`after`] or
+/// [`around`]. See the [module docs](crate::chain).
+#[macro_export]
+macro_rules! chain {
+    () => { $crate::chain::Chain::new($crate::chain::End) };
+    ($($layer:expr),+ $(,)?) => {
+        $crate::chain::Chain::new($crate::chain!(@nest $($layer),+))
+    };
+    (@nest $head:expr) => { $crate::chain::Then($head, $crate::chain::End) };
+    (@nest $head:expr, $($rest:expr),+) => {
+        $crate::chain::Then($head, $crate::chain!(@nest $($rest),+))
+    };
+}
+
+/// A static chain of layers, registered in a pipeline with
+/// [`PipelineBuilder::chain`](crate::PipelineBuilder::chain).
+pub struct Chain<L> {
+    layers: L,
+}
+
+impl<L: Layers> Chain<L> {
+    #[doc(hidden)]
+    pub fn new(layers: L) -> Self {
+        Chain { layers }
+    }
+}
+
+/// Sets the failing row's last known control state if a stage unwinds.
+struct Trap<'a> {
+    cell: &'a Cell<Option<(usize, usize, RowState)>>,
+    ctl: *const RowCtl,
+}
+
+impl Drop for Trap<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a trap is forgotten on the normal path, so this runs only
+        // while unwinding out of `row`, when the `RowCtl` it points to is
+        // still alive in the caller's frame (declared before the trap) and no
+        // reference to it is in use any more.
+        let ctl = unsafe { &*self.ctl };
+        self.cell.set(Some((ctl.row, ctl.slot as usize, ctl.state)));
+    }
+}
+
+impl<L: Layers> Chain<L> {
+    /// Runs `slots` over the rows of `walk`, catching panics per row.
+    fn run_protected(
+        &self,
+        slots: Range<usize>,
+        walk: Walk<'_>,
+        locals: &mut L::Locals,
+        run: &mut ChunkRun<'_>,
+        names: &[Option<Arc<str>>],
+    ) {
+        let trap = Cell::new(None);
+        let mut walk = walk;
+        loop {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: `run` describes a chunk of the batch being run that
+                // this worker owns for the duration of the call.
+                unsafe { self.walk_rows(slots.clone(), walk.clone(), locals, run, names, &trap) }
+            }));
+            let Err(payload) = result else { return };
+            let Some((row, slot, mut state)) = trap.take() else {
+                // The panic did not come from a stage (resolving or locking);
+                // nothing in this walk is trustworthy: fail it all.
+                self.fail_walk(walk, slots.clone(), run, names, &payload);
+                return;
+            };
+            let depth = run.depth_of(slot, L::LEN);
+            state.fail(depth);
+            run.set_state(row, state);
+            let stage = stage_name(names, slot);
+            run.errors.push((row, StageError { stage, message: panic_message(&*payload), panicked: true }));
+            // The failing row still passes through the after-stages around it.
+            let rest = slot + 1..slots.end;
+            if !rest.is_empty() {
+                self.run_protected(rest, Walk::Dense(row..row + 1), locals, run, names);
+            }
+            walk = match walk {
+                Walk::Dense(r) => Walk::Dense(row + 1..r.end),
+                Walk::Sparse(rows) => {
+                    let at = rows.partition_point(|&r| (r as usize) <= row);
+                    Walk::Sparse(&rows[at..])
+                }
+            };
+        }
+    }
+
+    #[cold]
+    fn fail_walk(
+        &self,
+        walk: Walk<'_>,
+        slots: Range<usize>,
+        run: &mut ChunkRun<'_>,
+        names: &[Option<Arc<str>>],
+        payload: &(dyn Any + Send),
+    ) {
+        let slot = slots.start;
+        let depth = run.depth_of(slot, L::LEN);
+        let stage = stage_name(names, slot);
+        let message = panic_message(payload);
+        let mut fail = |row: usize| {
+            let mut s = run.state(row);
+            s.fail(depth);
+            run.set_state(row, s);
+            run.errors
+                .push((row, StageError { stage: stage.clone(), message: message.clone(), panicked: true }));
+        };
+        match walk {
+            Walk::Dense(r) => r.for_each(&mut fail),
+            Walk::Sparse(rows) => rows.iter().for_each(|&r| fail(r as usize)),
+        }
+    }
+
+    /// # Safety
+    /// `run` describes a chunk this worker owns exclusively.
+    unsafe fn walk_rows(
+        &self,
+        slots: Range<usize>,
+        walk: Walk<'_>,
+        locals: &mut L::Locals,
+        run: &mut ChunkRun<'_>,
+        names: &[Option<Arc<str>>],
+        trap: &Cell<Option<(usize, usize, RowState)>>,
+    ) {
+        let ptrs = self.layers.resolve(run.table);
+        let mut guards = self.layers.enter(locals);
+        let base = run.depth_base;
+        let states = run.table.states;
+        let mut env = RowEnv { base, layers: L::LEN, slots: slots.clone(), errors: &mut *run.errors, names };
+        let full = slots == (0..2 * L::LEN);
+        let mut one = |row: usize, env: &mut RowEnv<'_>| {
+            // SAFETY: `row` is in this worker's chunk; the state word is read
+            // and written only here while the row runs.
+            let state = unsafe { *states.0.add(row) };
+            let mut ctl = RowCtl::new(state, row);
+            // Every access to `ctl` below goes through this one pointer, so
+            // the trap may still read it while unwinding.
+            let ctl: *mut RowCtl = &mut ctl;
+            let trap = Trap { cell: trap, ctl };
+            // SAFETY: the chunk is ours (caller's contract) and the row is in
+            // it; `ctl` points to the live local above.
+            unsafe {
+                if full {
+                    self.layers.row::<true>(&ptrs, &mut guards, env, &mut *ctl, 0);
+                } else {
+                    self.layers.row::<false>(&ptrs, &mut guards, env, &mut *ctl, 0);
+                }
+            }
+            std::mem::forget(trap);
+            // SAFETY: as above.
+            unsafe { *states.0.add(row) = (*ctl).state };
+        };
+        match walk {
+            Walk::Dense(rows) => {
+                for row in rows {
+                    one(row, &mut env);
+                }
+            }
+            Walk::Sparse(rows) => {
+                for &row in rows {
+                    one(row as usize, &mut env);
+                }
+            }
+        }
+    }
+}
+
+impl<L: Layers> Unit for Chain<L> {
+    fn layers(&self) -> usize {
+        L::LEN
+    }
+
+    fn metas(&self) -> Vec<[Option<StageMeta>; 2]> {
+        let mut out = Vec::with_capacity(L::LEN);
+        self.layers.metas(&mut out);
+        out
+    }
+
+    fn fused(&self) -> bool {
+        true
+    }
+
+    fn new_local(&self) -> Box<dyn Any + Send> {
+        Box::new(self.layers.locals())
+    }
+
+    fn run(
+        &self,
+        slots: Range<usize>,
+        local: &mut dyn Any,
+        run: &mut ChunkRun<'_>,
+        names: &[Option<Arc<str>>],
+    ) {
+        let locals = local.downcast_mut::<L::Locals>().expect("locals made by this unit");
+        let mut sel = std::mem::take(run.sel);
+        if let Some(walk) = select(run, &slots, L::LEN, &mut sel) {
+            self.run_protected(slots, walk, locals, run, names);
+        }
+        *run.sel = sel;
+    }
+
+    fn finish(&self, local: &mut dyn Any) {
+        let locals = local.downcast_mut::<L::Locals>().expect("locals made by this unit");
+        self.layers.finish(locals);
+    }
+}

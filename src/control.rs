@@ -1,0 +1,192 @@
+//! Per-row control state: live, stopped at a depth with a status, or failed.
+//!
+//! Every row of a batch carries one [`RowState`] (four bytes): its response
+//! status and where it stopped. The executor reads it to skip stopped rows;
+//! stages change it through [`RowCtl`] (per-row stages) or
+//! [`Rows`](crate::Rows) (chunk stages).
+
+use bytemuck::{Pod, Zeroable};
+
+const FAILED: u16 = 0x8000;
+const DEPTH: u16 = 0x7FFF;
+
+/// The deepest middleware depth a pipeline may have.
+pub const MAX_DEPTH: usize = DEPTH as usize - 1;
+
+/// A row's control word: its status code and the depth it stopped at.
+///
+/// `stop == 0` means live; otherwise the low 15 bits hold `depth + 1` and the
+/// top bit says the row failed (its error is in the batch's error table).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct RowState {
+    status: u16,
+    stop: u16,
+}
+
+impl std::fmt::Debug for RowState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.outcome())
+    }
+}
+
+/// A row's control state, spelled out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not stopped; `status` is whatever stages responded (0 = pending).
+    Live {
+        /// The response status.
+        status: u16,
+    },
+    /// Rejected by the stage at `depth` with `status`.
+    Rejected {
+        /// The middleware depth whose stage rejected the row.
+        depth: usize,
+        /// The status it gave.
+        status: u16,
+    },
+    /// Failed (panic or error) in the stage at `depth`.
+    Failed {
+        /// The middleware depth whose stage failed the row.
+        depth: usize,
+        /// The status at the time.
+        status: u16,
+    },
+}
+
+impl RowState {
+    /// A live row with a pending status.
+    pub const LIVE: RowState = RowState { status: 0, stop: 0 };
+
+    /// The response status (0 while pending).
+    #[inline(always)]
+    pub fn status(self) -> u16 {
+        self.status
+    }
+
+    /// Whether no stage stopped this row.
+    #[inline(always)]
+    pub fn is_live(self) -> bool {
+        self.stop == 0
+    }
+
+    /// Whether a stage failed this row.
+    #[inline(always)]
+    pub fn is_failed(self) -> bool {
+        self.stop & FAILED != 0
+    }
+
+    /// The depth the row stopped at, if it stopped.
+    #[inline(always)]
+    pub fn stop_depth(self) -> Option<usize> {
+        (self.stop != 0).then(|| ((self.stop & DEPTH) - 1) as usize)
+    }
+
+    /// Whether the after-stage of the middleware at `depth` sees this row:
+    /// live rows and rows stopped deeper than `depth`.
+    #[inline(always)]
+    pub fn reaches_after(self, depth: u16) -> bool {
+        (self.stop & DEPTH).wrapping_sub(1) > depth
+    }
+
+    /// The state spelled out.
+    pub fn outcome(self) -> Outcome {
+        match self.stop_depth() {
+            None => Outcome::Live { status: self.status },
+            Some(depth) if self.is_failed() => Outcome::Failed { depth, status: self.status },
+            Some(depth) => Outcome::Rejected { depth, status: self.status },
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn rejected(depth: u16, status: u16) -> RowState {
+        RowState { status, stop: depth + 1 }
+    }
+
+    #[inline(always)]
+    pub(crate) fn fail(&mut self, depth: u16) {
+        self.stop = (depth + 1) | FAILED;
+    }
+
+    #[inline(always)]
+    pub(crate) fn with_status(self, status: u16) -> RowState {
+        RowState { status, stop: self.stop }
+    }
+}
+
+/// What a per-row stage may do to its row: read and set the status, reject
+/// (stop the row here), or fail it with an error.
+///
+/// A rejected or failed row skips every later before-stage and the handler;
+/// the after-stages of the middleware around the stage still see it.
+pub struct RowCtl {
+    pub(crate) state: RowState,
+    pub(crate) depth: u16,
+    /// The running step's slot in its unit, read only if the step panics.
+    pub(crate) slot: u16,
+    pub(crate) row: usize,
+    pub(crate) error: Option<String>,
+}
+
+impl RowCtl {
+    #[inline(always)]
+    pub(crate) fn new(state: RowState, row: usize) -> RowCtl {
+        RowCtl { state, depth: 0, slot: 0, row, error: None }
+    }
+
+    /// The row's index in its batch.
+    #[inline(always)]
+    pub fn row(&self) -> usize {
+        self.row
+    }
+
+    /// The row's current status (0 while pending).
+    #[inline(always)]
+    pub fn status(&self) -> u16 {
+        self.state.status
+    }
+
+    /// The row's full control state.
+    #[inline(always)]
+    pub fn state(&self) -> RowState {
+        self.state
+    }
+
+    /// Sets the response status without stopping the row (a handler's 200).
+    #[inline(always)]
+    pub fn respond(&mut self, status: u16) {
+        self.state = self.state.with_status(status);
+    }
+
+    /// Stops the row here with `status`.
+    #[inline(always)]
+    pub fn reject(&mut self, status: u16) {
+        self.state = RowState::rejected(self.depth, status);
+    }
+
+    /// Fails the row here; `message` is kept in the batch's error table.
+    #[cold]
+    pub fn fail(&mut self, message: impl Into<String>) {
+        self.state.fail(self.depth);
+        self.error = Some(message.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_visibility_follows_the_onion() {
+        let live = RowState::LIVE;
+        assert!(live.reaches_after(0) && live.reaches_after(1000));
+        let r = RowState::rejected(3, 401);
+        assert!(r.reaches_after(0) && r.reaches_after(2));
+        assert!(!r.reaches_after(3) && !r.reaches_after(4));
+        let mut f = RowState::LIVE;
+        f.fail(2);
+        assert!(f.reaches_after(1) && !f.reaches_after(2));
+        assert_eq!(f.outcome(), Outcome::Failed { depth: 2, status: 0 });
+        assert_eq!(r.outcome(), Outcome::Rejected { depth: 3, status: 401 });
+    }
+}

@@ -1,0 +1,273 @@
+//! The executor: walks a plan's segments over a batch, chunk by chunk, on
+//! the calling thread or spread over a rayon pool.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bumpalo::Bump;
+
+use crate::access::{ColumnTable, SendPtr};
+use crate::batch::Batch;
+use crate::column::ColdStore;
+use crate::error::StageError;
+use crate::pipeline::Pipeline;
+use crate::plan::{Plan, Segment};
+use crate::report::RunReport;
+use crate::unit::ChunkRun;
+
+/// Where a pipeline's runs execute.
+#[derive(Clone)]
+pub(crate) enum Threads {
+    /// Always the calling thread.
+    Inline,
+    /// Rayon's global pool, optionally limited to `n` workers.
+    Global(Option<usize>),
+    /// The embedder's pool.
+    Pool(Arc<rayon::ThreadPool>),
+}
+
+impl Threads {
+    pub(crate) fn may_be_parallel(&self) -> bool {
+        self.workers() > 1
+    }
+
+    fn workers(&self) -> usize {
+        match self {
+            Threads::Inline => 1,
+            Threads::Global(n) => n.unwrap_or_else(rayon::current_num_threads),
+            Threads::Pool(p) => p.current_num_threads(),
+        }
+    }
+}
+
+/// One worker's reusable buffers.
+pub(crate) struct Worker {
+    locals: Vec<Box<dyn Any + Send>>,
+    sel: Vec<u32>,
+    errors: Vec<(usize, StageError)>,
+    arena: Bump,
+}
+
+/// Buffers a run needs, kept between runs so steady state allocates nothing.
+pub(crate) struct Scratch {
+    hot: Vec<SendPtr<u8>>,
+    cold: Vec<SendPtr<dyn ColdStore>>,
+    workers: Vec<Worker>,
+    tickets: Vec<AtomicUsize>,
+}
+
+impl Scratch {
+    fn new(p: &Pipeline, workers: usize) -> Scratch {
+        let mut s = Scratch { hot: Vec::new(), cold: Vec::new(), workers: Vec::new(), tickets: Vec::new() };
+        s.ensure(p, workers);
+        s
+    }
+
+    fn ensure(&mut self, p: &Pipeline, workers: usize) {
+        while self.workers.len() < workers {
+            self.workers.push(Worker {
+                locals: p.units.iter().map(|u| u.new_local()).collect(),
+                sel: Vec::with_capacity(p.serial.chunk_rows),
+                errors: Vec::new(),
+                arena: Bump::new(),
+            });
+        }
+        while self.tickets.len() < p.parallel.groups.len() {
+            self.tickets.push(AtomicUsize::new(0));
+        }
+    }
+}
+
+pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
+    let started = Instant::now();
+    let len = batch.len();
+    let steps = p.serial.steps.len();
+    let workers =
+        if len.saturating_mul(steps) >= p.min_parallel_work { p.threads.workers().max(1) } else { 1 };
+    let workers = workers.min(len.div_ceil(p.parallel.chunk_rows)).max(1);
+
+    let mut scratch =
+        p.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Scratch::new(p, 1));
+    scratch.ensure(p, workers);
+    let parts = batch.parts();
+    scratch.hot.clear();
+    scratch.hot.extend(parts.hot.iter_mut().map(|c| SendPtr(c.base_ptr())));
+    scratch.cold.clear();
+    scratch.cold.extend(parts.cold.iter_mut().map(|c| SendPtr(&mut **c as *mut dyn ColdStore)));
+    let table = ColumnTable {
+        schema: parts.schema,
+        hot: &scratch.hot,
+        cold: &scratch.cold,
+        states: SendPtr(parts.states.as_mut_ptr()),
+        len,
+    };
+
+    let plan = if workers > 1 { &p.parallel } else { &p.serial };
+    let mut chunks = 0;
+    for seg in &plan.segments {
+        let ws = &mut scratch.workers[..workers];
+        chunks += if workers > 1 && !seg.barrier {
+            run_parallel(p, plan, seg, &table, ws, &scratch.tickets)
+        } else {
+            run_serial(p, plan, seg, &table, &mut ws[0], parts.arena)
+        };
+    }
+
+    // Merge reductions in worker order, then file the rows' errors.
+    for w in &mut scratch.workers[..workers] {
+        for (unit, local) in p.units.iter().zip(&mut w.locals) {
+            unit.finish(&mut **local);
+        }
+        w.arena.reset();
+    }
+    let mut failed_rows = 0;
+    for w in &mut scratch.workers[..workers] {
+        failed_rows += w.errors.len();
+        for (row, e) in w.errors.drain(..) {
+            parts.errors.insert(row, e);
+        }
+    }
+    let _ = failed_rows;
+    let (mut live, mut rejected, mut failed) = (0, 0, 0);
+    for s in parts.states.iter() {
+        if s.is_live() {
+            live += 1;
+        } else if s.is_failed() {
+            failed += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    p.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
+    RunReport { rows: len, live, rejected, failed, chunks, threads: workers, elapsed: started.elapsed() }
+}
+
+/// Chunk `k`'s row range.
+fn chunk_range(k: usize, chunk_rows: usize, len: usize) -> (usize, usize) {
+    let start = k * chunk_rows;
+    (start, chunk_rows.min(len - start))
+}
+
+fn run_group(
+    p: &Pipeline,
+    plan: &Plan,
+    gi: usize,
+    table: &ColumnTable<'_>,
+    w: &mut Worker,
+    arena: &Bump,
+    start: usize,
+    len: usize,
+) {
+    let g = &plan.groups[gi];
+    let mut run = ChunkRun {
+        table,
+        start,
+        len,
+        depth_base: p.bases[g.unit],
+        sel: &mut w.sel,
+        errors: &mut w.errors,
+        arena,
+    };
+    p.units[g.unit].run(g.slots.clone(), &mut *w.locals[g.unit], &mut run, &p.names[g.unit]);
+}
+
+/// Runs a segment on the calling thread: chunk-major, so a chunk stays in
+/// cache across every group of the segment.
+fn run_serial(
+    p: &Pipeline,
+    plan: &Plan,
+    seg: &Segment,
+    table: &ColumnTable<'_>,
+    w: &mut Worker,
+    arena: &Bump,
+) -> usize {
+    let len = table.len;
+    if len == 0 {
+        return 0;
+    }
+    let chunk_rows = if seg.barrier { len } else { plan.chunk_rows };
+    let n = len.div_ceil(chunk_rows);
+    for k in 0..n {
+        let (start, rows) = chunk_range(k, chunk_rows, len);
+        for gi in seg.groups.clone() {
+            run_group(p, plan, gi, table, w, arena, start, rows);
+        }
+    }
+    n
+}
+
+/// Runs a segment over a rayon pool: each worker claims the next chunk and
+/// takes it through every group; a group holding a sequential stage waits
+/// until the previous chunk has left it, so sequential stages see rows in
+/// order while other workers already run the parallel groups of later
+/// chunks.
+fn run_parallel(
+    p: &Pipeline,
+    plan: &Plan,
+    seg: &Segment,
+    table: &ColumnTable<'_>,
+    workers: &mut [Worker],
+    tickets: &[AtomicUsize],
+) -> usize {
+    let len = table.len;
+    let n = len.div_ceil(plan.chunk_rows);
+    for gi in seg.groups.clone() {
+        tickets[gi].store(0, Ordering::Relaxed);
+    }
+    let next = AtomicUsize::new(0);
+    let work = |w: &mut Worker| {
+        let arena = std::mem::take(&mut w.arena);
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= n {
+                break;
+            }
+            let (start, rows) = chunk_range(k, plan.chunk_rows, len);
+            for gi in seg.groups.clone() {
+                let ordered = plan.groups[gi].ordered;
+                if ordered {
+                    wait_turn(&tickets[gi], k);
+                }
+                run_group(p, plan, gi, table, w, &arena, start, rows);
+                if ordered {
+                    tickets[gi].store(k + 1, Ordering::Release);
+                }
+            }
+        }
+        w.arena = arena;
+    };
+    match &p.threads {
+        Threads::Pool(pool) => pool.install(|| spread(workers, &work)),
+        _ => spread(workers, &work),
+    }
+    n
+}
+
+/// Runs `work` once per worker, in parallel, with `rayon::join` (which
+/// needs no heap allocation, unlike spawning).
+fn spread(workers: &mut [Worker], work: &(impl Fn(&mut Worker) + Sync)) {
+    match workers {
+        [] => {}
+        [w] => work(w),
+        _ => {
+            let (a, b) = workers.split_at_mut(workers.len() / 2);
+            rayon::join(|| spread(a, work), || spread(b, work));
+        }
+    }
+}
+
+/// Waits until chunk `k` may enter an ordered group. The chunk before it is
+/// held by a running worker (chunks are claimed in order), so this ends.
+fn wait_turn(ticket: &AtomicUsize, k: usize) {
+    let mut spins = 0u32;
+    while ticket.load(Ordering::Acquire) != k {
+        if spins < 64 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! Stage systems: a function plus its declared access, kind and state.
+//!
+//! Two shapes share one set of kinds:
+//! - a *row stage* ([`RowStage`]) is a per-row function
+//!   `(&A, &B, &mut C) -> ()`; consecutive row stages of a static
+//!   [`chain!`](crate::chain!) are fused into one loop body;
+//! - a *chunk stage* ([`ChunkStage`]) receives the chunk's columns as slices
+//!   plus its [`Rows`] and runs its own loop (or vector code) over them.
+//!
+//! Kinds ([`Kind`]) say how a stage may be scheduled: parallel stages keep no
+//! state; sequential stages own `&mut` state and see rows in order, exactly
+//! once; reductions keep one partial per worker, merged at the end of a run;
+//! whole-batch stages see the entire batch in one call.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bumpalo::Bump;
+
+use crate::access::{Access, FieldUse, RowOf, SlicesOf};
+use crate::control::{RowCtl, RowState};
+use crate::error::StageError;
+
+/// How a stage may be scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Stateless: any thread, any chunk order.
+    Parallel,
+    /// Owns `&mut` state: rows in submission order, exactly once.
+    Sequential,
+    /// One partial state per worker, merged at the end of the run.
+    Reduction,
+    /// Needs the entire batch at once.
+    WholeBatch,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Parallel => "parallel",
+            Kind::Sequential => "sequential",
+            Kind::Reduction => "reduction",
+            Kind::WholeBatch => "whole-batch",
+        })
+    }
+}
+
+/// What the plan needs to know about a stage.
+#[derive(Clone, Debug)]
+pub struct StageMeta {
+    /// The stage's name (unique in a pipeline).
+    pub name: Arc<str>,
+    /// How it may be scheduled.
+    pub kind: Kind,
+    /// Whether it declared that it may reject rows.
+    pub rejects: bool,
+    /// The fields it touches.
+    pub uses: Vec<FieldUse>,
+}
+
+/// Shared access to a stage's owned state (a sequential stage's state, a
+/// reduction's merged total), readable after or between runs.
+///
+/// ```
+/// use mware::prelude::*;
+/// # let mut s = SchemaBuilder::new();
+/// # let route = s.hot::<u16>("route");
+/// let counter = stage::sequential("count", Read(route), 0u64, |n: &mut u64, _r: &u16, _c: &mut RowCtl| *n += 1);
+/// let handle = counter.state();
+/// assert_eq!(*handle.lock(), 0);
+/// ```
+pub struct StateHandle<S>(Arc<Mutex<S>>);
+
+impl<S> Clone for StateHandle<S> {
+    fn clone(&self) -> Self {
+        StateHandle(self.0.clone())
+    }
+}
+
+impl<S> StateHandle<S> {
+    fn new(state: S) -> Self {
+        StateHandle(Arc::new(Mutex::new(state)))
+    }
+
+    /// Locks the state. A stage that panicked while holding it does not
+    /// poison it: the state is handed out as the stage left it.
+    pub fn lock(&self) -> MutexGuard<'_, S> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the state, returning the old one.
+    pub fn replace(&self, state: S) -> S {
+        std::mem::replace(&mut *self.lock(), state)
+    }
+}
+
+/// How a stage keeps state; one of [`Stateless`], [`Owned`] or [`Partial`].
+pub trait StatePolicy: Send + Sync + 'static {
+    /// Per-worker scratch (a reduction's partial).
+    type Local: Send + 'static;
+    /// What a chunk holds while it runs (a lock, a `&mut` partial, nothing).
+    type Guard<'a>;
+    /// The state the stage's function receives.
+    type State;
+    /// The kind this policy implies.
+    const KIND: Kind;
+    /// A fresh per-worker scratch.
+    fn local(&self) -> Self::Local;
+    /// Enters a chunk.
+    fn enter<'a>(&'a self, local: &'a mut Self::Local) -> Self::Guard<'a>;
+    /// The state inside a guard.
+    fn state<'g>(guard: &'g mut Self::Guard<'_>) -> &'g mut Self::State;
+    /// Ends a run for one worker (a reduction merges its partial).
+    fn finish(&self, local: &mut Self::Local);
+}
+
+/// No state: the stage is parallel.
+pub struct Stateless;
+
+impl StatePolicy for Stateless {
+    type Local = ();
+    type Guard<'a> = ();
+    type State = ();
+    const KIND: Kind = Kind::Parallel;
+    fn local(&self) {}
+    #[inline(always)]
+    fn enter<'a>(&'a self, _: &'a mut ()) {}
+    #[inline(always)]
+    fn state<'g>(guard: &'g mut ()) -> &'g mut () {
+        guard
+    }
+    fn finish(&self, _: &mut ()) {}
+}
+
+/// State owned by a sequential stage, locked once per chunk.
+pub struct Owned<S>(StateHandle<S>);
+
+impl<S: Send + 'static> StatePolicy for Owned<S> {
+    type Local = ();
+    type Guard<'a> = MutexGuard<'a, S>;
+    type State = S;
+    const KIND: Kind = Kind::Sequential;
+    fn local(&self) {}
+    #[inline(always)]
+    fn enter<'a>(&'a self, _: &'a mut ()) -> MutexGuard<'a, S> {
+        self.0.lock()
+    }
+    #[inline(always)]
+    fn state<'g>(guard: &'g mut MutexGuard<'_, S>) -> &'g mut S {
+        guard
+    }
+    fn finish(&self, _: &mut ()) {}
+}
+
+/// A reduction: a partial per worker, started from `init` and merged into
+/// the total with `merge`.
+pub struct Partial<P, M> {
+    total: StateHandle<P>,
+    init: P,
+    merge: M,
+}
+
+impl<P, M> StatePolicy for Partial<P, M>
+where
+    P: Clone + Send + Sync + 'static,
+    M: Fn(&mut P, &P) + Send + Sync + 'static,
+{
+    type Local = P;
+    type Guard<'a> = &'a mut P;
+    type State = P;
+    const KIND: Kind = Kind::Reduction;
+    fn local(&self) -> P {
+        self.init.clone()
+    }
+    #[inline(always)]
+    fn enter<'a>(&'a self, local: &'a mut P) -> &'a mut P {
+        local
+    }
+    #[inline(always)]
+    fn state<'g>(guard: &'g mut &mut P) -> &'g mut P {
+        guard
+    }
+    fn finish(&self, local: &mut P) {
+        (self.merge)(&mut self.total.lock(), local);
+        local.clone_from(&self.init);
+    }
+}
+
+/// The function of a row stage, with or without state (see [`Plain`] and
+/// [`WithState`]).
+pub trait RowBody<A: Access, S>: Send + Sync + 'static {
+    /// Runs on one row.
+    fn call(&self, state: &mut S, row: RowOf<'_, A>, ctl: &mut RowCtl);
+}
+
+/// The function of a chunk stage, with or without state.
+pub trait ChunkBody<A: Access, S>: Send + Sync + 'static {
+    /// Runs on one chunk.
+    fn call(&self, state: &mut S, cols: SlicesOf<'_, A>, rows: &mut Rows<'_>);
+}
+
+/// A stage function that keeps no state.
+pub struct Plain<F>(F);
+
+/// A stage function that receives `&mut` state first.
+pub struct WithState<F>(F);
+
+impl<A: Access, F> RowBody<A, ()> for Plain<F>
+where
+    F: Fn(RowOf<'_, A>, &mut RowCtl) + Send + Sync + 'static,
+{
+    #[inline(always)]
+    fn call(&self, _: &mut (), row: RowOf<'_, A>, ctl: &mut RowCtl) {
+        (self.0)(row, ctl)
+    }
+}
+
+impl<A: Access, S, F> RowBody<A, S> for WithState<F>
+where
+    F: Fn(&mut S, RowOf<'_, A>, &mut RowCtl) + Send + Sync + 'static,
+{
+    #[inline(always)]
+    fn call(&self, state: &mut S, row: RowOf<'_, A>, ctl: &mut RowCtl) {
+        (self.0)(state, row, ctl)
+    }
+}
+
+impl<A: Access, F> ChunkBody<A, ()> for Plain<F>
+where
+    F: Fn(SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
+{
+    fn call(&self, _: &mut (), cols: SlicesOf<'_, A>, rows: &mut Rows<'_>) {
+        (self.0)(cols, rows)
+    }
+}
+
+impl<A: Access, S, F> ChunkBody<A, S> for WithState<F>
+where
+    F: Fn(&mut S, SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
+{
+    fn call(&self, state: &mut S, cols: SlicesOf<'_, A>, rows: &mut Rows<'_>) {
+        (self.0)(state, cols, rows)
+    }
+}
+
+/// A per-row stage. Built with [`parallel`], [`sequential`] or [`reduction`];
+/// run on its own or fused with its neighbours in a [`chain!`](crate::chain!).
+pub trait RowStage: Send + Sync + 'static {
+    /// The declared access.
+    type Access: Access;
+    /// How it keeps state.
+    type Policy: StatePolicy;
+    /// Name, kind and access.
+    fn meta(&self) -> StageMeta;
+    /// The declaration, for resolving columns.
+    fn access(&self) -> &Self::Access;
+    /// The state policy.
+    fn policy(&self) -> &Self::Policy;
+    /// Runs the stage on one row.
+    fn call(
+        &self,
+        state: &mut <Self::Policy as StatePolicy>::State,
+        row: RowOf<'_, Self::Access>,
+        ctl: &mut RowCtl,
+    );
+}
+
+/// A row stage made of a function (see [`parallel`], [`sequential`],
+/// [`reduction`]).
+pub struct RowFn<A, P, F> {
+    name: Arc<str>,
+    access: A,
+    policy: P,
+    rejects: bool,
+    f: F,
+}
+
+impl<A, P, F> RowFn<A, P, F> {
+    /// Declares that the stage may reject rows (shown by `explain`).
+    pub fn rejects(mut self) -> Self {
+        self.rejects = true;
+        self
+    }
+}
+
+impl<A, S, F> RowFn<A, Owned<S>, F> {
+    /// A handle on the stage's state.
+    pub fn state(&self) -> StateHandle<S> {
+        self.policy.0.clone()
+    }
+}
+
+impl<A, P, M, F> RowFn<A, Partial<P, M>, F> {
+    /// A handle on the reduction's merged total.
+    pub fn total(&self) -> StateHandle<P> {
+        self.policy.total.clone()
+    }
+}
+
+fn meta_of<A: Access>(name: &Arc<str>, access: &A, kind: Kind, rejects: bool) -> StageMeta {
+    let mut uses = Vec::new();
+    access.uses(&mut uses);
+    StageMeta { name: name.clone(), kind, rejects, uses }
+}
+
+impl<A, P, F> RowStage for RowFn<A, P, F>
+where
+    A: Access,
+    P: StatePolicy,
+    F: RowBody<A, P::State>,
+{
+    type Access = A;
+    type Policy = P;
+    fn meta(&self) -> StageMeta {
+        meta_of(&self.name, &self.access, P::KIND, self.rejects)
+    }
+    #[inline(always)]
+    fn access(&self) -> &A {
+        &self.access
+    }
+    #[inline(always)]
+    fn policy(&self) -> &P {
+        &self.policy
+    }
+    #[inline(always)]
+    fn call(&self, state: &mut P::State, row: RowOf<'_, A>, ctl: &mut RowCtl) {
+        self.f.call(state, row, ctl)
+    }
+}
+
+/// A stateless per-row stage: may run on any thread, in any chunk order.
+///
+/// ```
+/// use mware::prelude::*;
+/// # let mut s = SchemaBuilder::new();
+/// # let len = s.hot::<u32>("payload_len");
+/// let validate = stage::parallel("validate", Read(len), |len: &u32, ctl: &mut RowCtl| {
+///     if *len > 1 << 20 {
+///         ctl.reject(413);
+///     }
+/// })
+/// .rejects();
+/// # let _ = validate;
+/// ```
+pub fn parallel<A, F>(name: &str, access: A, f: F) -> RowFn<A, Stateless, Plain<F>>
+where
+    A: Access,
+    F: Fn(RowOf<'_, A>, &mut RowCtl) + Send + Sync + 'static,
+{
+    RowFn { name: name.into(), access, policy: Stateless, rejects: false, f: Plain(f) }
+}
+
+/// A sequential per-row stage owning `state`: sees rows in submission
+/// order, exactly once, across batches.
+pub fn sequential<A, S, F>(name: &str, access: A, state: S, f: F) -> RowFn<A, Owned<S>, WithState<F>>
+where
+    A: Access,
+    S: Send + 'static,
+    F: Fn(&mut S, RowOf<'_, A>, &mut RowCtl) + Send + Sync + 'static,
+{
+    RowFn {
+        name: name.into(),
+        access,
+        policy: Owned(StateHandle::new(state)),
+        rejects: false,
+        f: WithState(f),
+    }
+}
+
+/// A per-row reduction: each worker folds rows into its own copy of `init`;
+/// at the end of a run the partials are merged, in worker order, into the
+/// total (see [`RowFn::total`]). `merge` must be associative and
+/// commutative for results to be independent of the thread count.
+pub fn reduction<A, P, F, M>(
+    name: &str,
+    access: A,
+    init: P,
+    f: F,
+    merge: M,
+) -> RowFn<A, Partial<P, M>, WithState<F>>
+where
+    A: Access,
+    P: Clone + Send + Sync + 'static,
+    F: Fn(&mut P, RowOf<'_, A>, &mut RowCtl) + Send + Sync + 'static,
+    M: Fn(&mut P, &P) + Send + Sync + 'static,
+{
+    let total = StateHandle::new(init.clone());
+    RowFn {
+        name: name.into(),
+        access,
+        policy: Partial { total, init, merge },
+        rejects: false,
+        f: WithState(f),
+    }
+}
+
+/// Which rows of a chunk a stage should process.
+#[derive(Clone, Copy, Debug)]
+pub enum Selection<'a> {
+    /// Every row `0 .. n` of the chunk (the dense fast path).
+    Dense(usize),
+    /// Only these chunk rows, ascending.
+    Sparse(&'a [u32]),
+}
+
+/// The rows of one chunk as a chunk stage sees them: which to process, and
+/// how to reject, respond to or fail them. Indices are chunk-relative, like
+/// the stage's slices.
+pub struct Rows<'a> {
+    pub(crate) states: &'a mut [RowState],
+    pub(crate) selection: Selection<'a>,
+    pub(crate) depth: u16,
+    pub(crate) first_row: usize,
+    pub(crate) stage: &'a Arc<str>,
+    pub(crate) errors: &'a mut Vec<(usize, StageError)>,
+    pub(crate) arena: &'a Bump,
+}
+
+impl<'a> Rows<'a> {
+    /// Number of rows in the chunk (selected or not).
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Whether the chunk is empty.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// The rows to process.
+    pub fn selection(&self) -> Selection<'a> {
+        self.selection
+    }
+
+    /// Calls `f` with each selected row; the dense case is a plain counted
+    /// loop the compiler can vectorise.
+    #[inline]
+    pub fn for_each(&self, mut f: impl FnMut(usize)) {
+        match self.selection {
+            Selection::Dense(n) => (0..n).for_each(f),
+            Selection::Sparse(rows) => rows.iter().for_each(|&i| f(i as usize)),
+        }
+    }
+
+    /// The batch index of chunk row 0.
+    pub fn first_row(&self) -> usize {
+        self.first_row
+    }
+
+    /// Chunk row `i`'s status.
+    pub fn status(&self, i: usize) -> u16 {
+        self.states[i].status()
+    }
+
+    /// Sets chunk row `i`'s status without stopping it.
+    pub fn respond(&mut self, i: usize, status: u16) {
+        self.states[i] = self.states[i].with_status(status);
+    }
+
+    /// Stops chunk row `i` here with `status`.
+    pub fn reject(&mut self, i: usize, status: u16) {
+        self.states[i] = RowState::rejected(self.depth, status);
+    }
+
+    /// Fails chunk row `i` here with `message`.
+    pub fn fail(&mut self, i: usize, message: impl Into<String>) {
+        self.states[i].fail(self.depth);
+        let error = StageError { stage: self.stage.clone(), message: message.into(), panicked: false };
+        self.errors.push((self.first_row + i, error));
+    }
+
+    /// A bump arena for scratch that lives until the batch is cleared (or, on
+    /// a worker thread, until the run ends).
+    pub fn arena(&self) -> &'a Bump {
+        self.arena
+    }
+}
+
+/// A stage that processes a whole chunk at once. Built with
+/// [`parallel_chunks`], [`sequential_chunks`], [`reduction_chunks`] or
+/// [`whole_batch`].
+pub trait ChunkStage: Send + Sync + 'static {
+    /// The declared access.
+    type Access: Access;
+    /// How it keeps state.
+    type Policy: StatePolicy;
+    /// Name, kind and access.
+    fn meta(&self) -> StageMeta;
+    /// The declaration.
+    fn access(&self) -> &Self::Access;
+    /// The state policy.
+    fn policy(&self) -> &Self::Policy;
+    /// Runs the stage on one chunk.
+    fn call(
+        &self,
+        state: &mut <Self::Policy as StatePolicy>::State,
+        cols: SlicesOf<'_, Self::Access>,
+        rows: &mut Rows<'_>,
+    );
+}
+
+/// A chunk stage made of a function.
+pub struct ChunkFn<A, P, F> {
+    inner: RowFn<A, P, F>,
+    whole: bool,
+}
+
+impl<A, P, F> ChunkFn<A, P, F> {
+    /// Declares that the stage may reject rows (shown by `explain`).
+    pub fn rejects(mut self) -> Self {
+        self.inner.rejects = true;
+        self
+    }
+}
+
+impl<A, S, F> ChunkFn<A, Owned<S>, F> {
+    /// A handle on the stage's state.
+    pub fn state(&self) -> StateHandle<S> {
+        self.inner.state()
+    }
+}
+
+impl<A, P, M, F> ChunkFn<A, Partial<P, M>, F> {
+    /// A handle on the reduction's merged total.
+    pub fn total(&self) -> StateHandle<P> {
+        self.inner.total()
+    }
+}
+
+impl<A, P, F> ChunkStage for ChunkFn<A, P, F>
+where
+    A: Access,
+    P: StatePolicy,
+    F: ChunkBody<A, P::State>,
+{
+    type Access = A;
+    type Policy = P;
+    fn meta(&self) -> StageMeta {
+        let kind = if self.whole { Kind::WholeBatch } else { P::KIND };
+        meta_of(&self.inner.name, &self.inner.access, kind, self.inner.rejects)
+    }
+    fn access(&self) -> &A {
+        &self.inner.access
+    }
+    fn policy(&self) -> &P {
+        &self.inner.policy
+    }
+    fn call(&self, state: &mut P::State, cols: SlicesOf<'_, A>, rows: &mut Rows<'_>) {
+        self.inner.f.call(state, cols, rows)
+    }
+}
+
+/// A stateless chunk stage.
+///
+/// ```
+/// use mware::prelude::*;
+/// # let mut s = SchemaBuilder::new();
+/// # let ts = s.hot::<u64>("ts");
+/// # let lat = s.hot::<u64>("latency");
+/// let timing = stage::parallel_chunks("timing", (Read(ts), Write(lat)), |(ts, lat): (&[u64], &mut [u64]), rows: &mut Rows| {
+///     rows.for_each(|i| lat[i] = 5_000 - ts[i]);
+/// });
+/// # let _ = timing;
+/// ```
+pub fn parallel_chunks<A, F>(name: &str, access: A, f: F) -> ChunkFn<A, Stateless, Plain<F>>
+where
+    A: Access,
+    F: Fn(SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
+{
+    ChunkFn {
+        inner: RowFn { name: name.into(), access, policy: Stateless, rejects: false, f: Plain(f) },
+        whole: false,
+    }
+}
+
+/// A sequential chunk stage owning `state`; chunks arrive in row order.
+pub fn sequential_chunks<A, S, F>(name: &str, access: A, state: S, f: F) -> ChunkFn<A, Owned<S>, WithState<F>>
+where
+    A: Access,
+    S: Send + 'static,
+    F: Fn(&mut S, SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
+{
+    let policy = Owned(StateHandle::new(state));
+    ChunkFn {
+        inner: RowFn { name: name.into(), access, policy, rejects: false, f: WithState(f) },
+        whole: false,
+    }
+}
+
+/// A chunk-level reduction (see [`reduction`]).
+pub fn reduction_chunks<A, P, F, M>(
+    name: &str,
+    access: A,
+    init: P,
+    f: F,
+    merge: M,
+) -> ChunkFn<A, Partial<P, M>, WithState<F>>
+where
+    A: Access,
+    P: Clone + Send + Sync + 'static,
+    F: Fn(&mut P, SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
+    M: Fn(&mut P, &P) + Send + Sync + 'static,
+{
+    let policy = Partial { total: StateHandle::new(init.clone()), init, merge };
+    ChunkFn {
+        inner: RowFn { name: name.into(), access, policy, rejects: false, f: WithState(f) },
+        whole: false,
+    }
+}
+
+/// A stage that needs the entire batch in one call (a sort key, a
+/// batch-wide dedup…). It owns `state` like a sequential stage and splits the
+/// plan: everything before it finishes on every row first.
+pub fn whole_batch<A, S, F>(name: &str, access: A, state: S, f: F) -> ChunkFn<A, Owned<S>, WithState<F>>
+where
+    A: Access,
+    S: Send + 'static,
+    F: Fn(&mut S, SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
+{
+    let policy = Owned(StateHandle::new(state));
+    ChunkFn {
+        inner: RowFn { name: name.into(), access, policy, rejects: false, f: WithState(f) },
+        whole: true,
+    }
+}

@@ -1,0 +1,320 @@
+//! Units: what a pipeline registers and the plan dispatches to, once per
+//! chunk per fused group.
+//!
+//! A unit covers one or more consecutive middleware layers. Its *slots* list
+//! its steps in execution order: slot `k < n` is layer `k`'s before-stage,
+//! slot `2n - 1 - k` is layer `k`'s after-stage. The plan runs a unit's
+//! contiguous slot ranges over chunks; a static chain runs a whole range in
+//! one loop body, a chunk stage is its own pass.
+
+use std::any::Any;
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use bumpalo::Bump;
+
+use crate::access::{Access, ColumnTable};
+use crate::control::RowState;
+use crate::error::StageError;
+use crate::stage::{ChunkStage, Rows, Selection, StageMeta, StatePolicy};
+
+/// One chunk as a unit sees it.
+pub struct ChunkRun<'r> {
+    pub(crate) table: &'r ColumnTable<'r>,
+    /// First row of the chunk (batch index).
+    pub(crate) start: usize,
+    /// Rows in the chunk.
+    pub(crate) len: usize,
+    /// Depth of the unit's first layer.
+    pub(crate) depth_base: u16,
+    pub(crate) sel: &'r mut Vec<u32>,
+    pub(crate) errors: &'r mut Vec<(usize, StageError)>,
+    pub(crate) arena: &'r Bump,
+}
+
+impl ChunkRun<'_> {
+    pub(crate) fn state(&self, row: usize) -> RowState {
+        assert!(row >= self.start && row < self.start + self.len);
+        // SAFETY: the row is in this worker's chunk (checked above), which no
+        // one else touches while the chunk runs.
+        unsafe { *self.table.states.0.add(row) }
+    }
+
+    pub(crate) fn set_state(&mut self, row: usize, state: RowState) {
+        assert!(row >= self.start && row < self.start + self.len);
+        // SAFETY: as in `state`.
+        unsafe { *self.table.states.0.add(row) = state }
+    }
+
+    /// The middleware depth of `slot` in a unit of `layers` layers.
+    pub(crate) fn depth_of(&self, slot: usize, layers: usize) -> u16 {
+        let level = if slot < layers { slot } else { 2 * layers - 1 - slot };
+        self.depth_base + level as u16
+    }
+
+    /// The chunk's control words.
+    fn states(&self) -> &[RowState] {
+        // SAFETY: the chunk is this worker's; the slice is dropped before any
+        // write through the table's pointer (callers hold it only while
+        // selecting).
+        unsafe { self.table.states_mut(self.start, self.len) }
+    }
+}
+
+/// The rows a step sees: live rows for a before-stage; for an after-stage at
+/// `depth`, live rows and rows stopped deeper than `depth`.
+#[derive(Clone, Copy)]
+pub(crate) enum Visible {
+    Live,
+    After(u16),
+}
+
+impl Visible {
+    /// What the steps `slots` of a unit with `layers` layers see together:
+    /// the outermost after-stage in the range sees the most rows.
+    fn of_slots(slots: &Range<usize>, layers: usize, base: u16) -> Visible {
+        if slots.end > layers {
+            let outermost = 2 * layers - slots.end;
+            Visible::After(base + outermost as u16)
+        } else {
+            Visible::Live
+        }
+    }
+
+    #[inline(always)]
+    fn sees(self, s: RowState) -> bool {
+        match self {
+            Visible::Live => s.is_live(),
+            Visible::After(d) => s.reaches_after(d),
+        }
+    }
+}
+
+/// Which rows of a chunk a fused group walks.
+#[derive(Clone)]
+pub(crate) enum Walk<'s> {
+    /// Every row of the range (each step still checks its row's state).
+    Dense(Range<usize>),
+    /// Only these batch rows, ascending.
+    Sparse(&'s [u32]),
+}
+
+/// Below this share of visible rows a fused group walks a selection vector
+/// instead of every row (arrow-rs switches at the same point).
+const DENSE_SHARE: (usize, usize) = (4, 5);
+
+/// Picks the walk for `slots` of a fused unit; `None` when no row is visible.
+pub(crate) fn select<'s>(
+    run: &ChunkRun<'_>,
+    slots: &Range<usize>,
+    layers: usize,
+    sel: &'s mut Vec<u32>,
+) -> Option<Walk<'s>> {
+    let visible = Visible::of_slots(slots, layers, run.depth_base);
+    let states = run.states();
+    let count = states.iter().filter(|&&s| visible.sees(s)).count();
+    let range = run.start..run.start + run.len;
+    if count == 0 {
+        None
+    } else if count * DENSE_SHARE.1 >= run.len * DENSE_SHARE.0 {
+        Some(Walk::Dense(range))
+    } else {
+        sel.clear();
+        sel.extend(range.zip(states).filter(|(_, s)| visible.sees(**s)).map(|(r, _)| r as u32));
+        Some(Walk::Sparse(sel))
+    }
+}
+
+/// The exact rows one chunk stage sees, chunk-relative.
+fn select_exact<'s>(states: &[RowState], visible: Visible, sel: &'s mut Vec<u32>) -> Selection<'s> {
+    let count = states.iter().filter(|&&s| visible.sees(s)).count();
+    if count == states.len() {
+        Selection::Dense(count)
+    } else {
+        sel.clear();
+        sel.extend((0..states.len() as u32).zip(states).filter(|(_, s)| visible.sees(**s)).map(|(i, _)| i));
+        Selection::Sparse(sel)
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+/// The name of the stage at `slot`.
+pub(crate) fn stage_name(names: &[Option<Arc<str>>], slot: usize) -> Arc<str> {
+    names.get(slot).and_then(Clone::clone).unwrap_or_else(|| "?".into())
+}
+
+/// A registered unit of one or more layers.
+pub trait Unit: Send + Sync {
+    /// Number of layers (middleware depths) the unit covers.
+    fn layers(&self) -> usize;
+    /// Before- and after-stage of each layer, outermost first.
+    fn metas(&self) -> Vec<[Option<StageMeta>; 2]>;
+    /// Whether consecutive slots run in one loop body.
+    fn fused(&self) -> bool;
+    /// Fresh per-worker scratch (reduction partials).
+    fn new_local(&self) -> Box<dyn Any + Send>;
+    /// Runs `slots` on one chunk.
+    fn run(
+        &self,
+        slots: Range<usize>,
+        local: &mut dyn Any,
+        run: &mut ChunkRun<'_>,
+        names: &[Option<Arc<str>>],
+    );
+    /// Ends a run for one worker's scratch (merges reductions).
+    fn finish(&self, local: &mut dyn Any);
+}
+
+/// A chunk stage behind a vtable, one half of a [`ChunkLayer`].
+trait ChunkStep: Send + Sync {
+    fn meta(&self) -> StageMeta;
+    fn new_local(&self) -> Box<dyn Any + Send>;
+    fn run(&self, local: &mut dyn Any, visible: Visible, depth: u16, run: &mut ChunkRun<'_>, name: &Arc<str>);
+    fn finish(&self, local: &mut dyn Any);
+}
+
+impl<S: ChunkStage> ChunkStep for S {
+    fn meta(&self) -> StageMeta {
+        ChunkStage::meta(self)
+    }
+
+    fn new_local(&self) -> Box<dyn Any + Send> {
+        Box::new(self.policy().local())
+    }
+
+    fn run(
+        &self,
+        local: &mut dyn Any,
+        visible: Visible,
+        depth: u16,
+        run: &mut ChunkRun<'_>,
+        name: &Arc<str>,
+    ) {
+        let local = local.downcast_mut::<<S::Policy as StatePolicy>::Local>().expect("own local");
+        // SAFETY: the chunk `start .. start + len` belongs to this worker for
+        // the whole call; the state slice and the column slices are distinct
+        // memory, and validation keeps the stage's written fields disjoint
+        // from its other fields.
+        let states = unsafe { run.table.states_mut(run.start, run.len) };
+        let mut sel = std::mem::take(run.sel);
+        let selection = select_exact(states, visible, &mut sel);
+        if matches!(selection, Selection::Sparse(s) if s.is_empty()) {
+            *run.sel = sel;
+            return;
+        }
+        let errors_before = run.errors.len();
+        let (start, len, table, arena) = (run.start, run.len, run.table, run.arena);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let ptrs = self.access().resolve(table);
+            // SAFETY: see above.
+            let cols = unsafe { S::Access::slices(ptrs, start, len) };
+            let mut guard = self.policy().enter(local);
+            let mut rows = Rows {
+                states: &mut *states,
+                selection,
+                depth,
+                first_row: start,
+                stage: name,
+                errors: &mut *run.errors,
+                arena,
+            };
+            self.call(S::Policy::state(&mut guard), cols, &mut rows);
+        }));
+        if let Err(payload) = result {
+            // Which rows the stage finished is unknown: every row it was
+            // given fails, and errors it reported for them are superseded.
+            run.errors.truncate(errors_before);
+            let message = panic_message(&*payload);
+            let mut fail = |i: usize| {
+                states[i].fail(depth);
+                let error = StageError { stage: name.clone(), message: message.clone(), panicked: true };
+                run.errors.push((start + i, error));
+            };
+            match selection {
+                Selection::Dense(n) => (0..n).for_each(&mut fail),
+                Selection::Sparse(s) => s.iter().for_each(|&i| fail(i as usize)),
+            }
+        }
+        *run.sel = sel;
+    }
+
+    fn finish(&self, local: &mut dyn Any) {
+        let local = local.downcast_mut::<<S::Policy as StatePolicy>::Local>().expect("own local");
+        self.policy().finish(local);
+    }
+}
+
+/// One layer of chunk stages: each half is its own pass over the chunk.
+pub(crate) struct ChunkLayer {
+    before: Option<Box<dyn ChunkStep>>,
+    after: Option<Box<dyn ChunkStep>>,
+}
+
+impl ChunkLayer {
+    pub(crate) fn new<B: ChunkStage, A: ChunkStage>(before: Option<B>, after: Option<A>) -> Self {
+        ChunkLayer {
+            before: before.map(|b| Box::new(b) as Box<dyn ChunkStep>),
+            after: after.map(|a| Box::new(a) as Box<dyn ChunkStep>),
+        }
+    }
+
+    fn halves(&self) -> [Option<&dyn ChunkStep>; 2] {
+        [self.before.as_deref(), self.after.as_deref()]
+    }
+}
+
+impl Unit for ChunkLayer {
+    fn layers(&self) -> usize {
+        1
+    }
+
+    fn metas(&self) -> Vec<[Option<StageMeta>; 2]> {
+        vec![self.halves().map(|h| h.map(ChunkStep::meta))]
+    }
+
+    fn fused(&self) -> bool {
+        false
+    }
+
+    fn new_local(&self) -> Box<dyn Any + Send> {
+        Box::new(self.halves().map(|h| h.map(ChunkStep::new_local)))
+    }
+
+    fn run(
+        &self,
+        slots: Range<usize>,
+        local: &mut dyn Any,
+        run: &mut ChunkRun<'_>,
+        names: &[Option<Arc<str>>],
+    ) {
+        let locals = local.downcast_mut::<[Option<Box<dyn Any + Send>>; 2]>().expect("own locals");
+        let depth = run.depth_base;
+        for slot in slots {
+            let (Some(step), Some(local)) = (self.halves()[slot], locals[slot].as_deref_mut()) else {
+                continue;
+            };
+            let visible = if slot == 0 { Visible::Live } else { Visible::After(depth) };
+            step.run(local, visible, depth, run, &stage_name(names, slot));
+        }
+    }
+
+    fn finish(&self, local: &mut dyn Any) {
+        let locals = local.downcast_mut::<[Option<Box<dyn Any + Send>>; 2]>().expect("own locals");
+        for (step, local) in self.halves().into_iter().zip(locals.iter_mut()) {
+            if let (Some(step), Some(local)) = (step, local.as_deref_mut()) {
+                step.finish(local);
+            }
+        }
+    }
+}
