@@ -41,7 +41,7 @@ use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::access::{Access, ColumnTable};
+use crate::access::{Access, ColumnTable, SendPtr};
 use crate::control::{RowCtl, RowState};
 use crate::error::StageError;
 use crate::stage::{RowStage, StageMeta, StatePolicy};
@@ -152,6 +152,7 @@ impl<S: RowStage> Half for S {
 
 /// Where one row runs inside a chunk: the step range and the error sink.
 pub struct RowEnv<'r> {
+    trap: &'r Cell<Option<(usize, usize, RowState)>>,
     base: u16,
     layers: usize,
     slots: Range<usize>,
@@ -167,11 +168,9 @@ impl RowEnv<'_> {
 
     #[cold]
     #[inline(never)]
-    fn record(&mut self, slot: usize, ctl: &mut RowCtl) {
-        if let Some(message) = ctl.error.take() {
-            let stage = stage_name(self.names, slot);
-            self.errors.push((ctl.row, StageError { stage, message, panicked: false }));
-        }
+    fn record(&mut self, slot: usize, row: usize, message: String) {
+        let stage = stage_name(self.names, slot);
+        self.errors.push((row, StageError { stage, message, panicked: false }));
     }
 }
 
@@ -244,11 +243,15 @@ unsafe fn step<H: Half>(
     slot: usize,
 ) {
     ctl.depth = env.base + level as u16;
-    ctl.slot = slot as u16;
+    // The trap is forgotten unless the stage unwinds: on the normal path it
+    // costs nothing, and `ctl` stays in registers.
+    let trap = Trap { cell: env.trap, row: ctl.row, slot, state: ctl.state };
     // SAFETY: forwarded from the caller's contract.
     unsafe { half.call(ptrs, guard, ctl.row, ctl) };
-    if ctl.error.is_some() {
-        env.record(slot, ctl);
+    std::mem::forget(trap);
+    // Passing values, not `ctl`, keeps `ctl` out of memory.
+    if let Some(message) = ctl.error.take() {
+        env.record(slot, ctl.row, message);
     }
 }
 
@@ -322,29 +325,39 @@ macro_rules! chain {
 /// [`PipelineBuilder::chain`](crate::PipelineBuilder::chain).
 pub struct Chain<L> {
     layers: L,
+    /// The slots that hold a stage: a run covering them is the full chain.
+    present: Range<usize>,
 }
 
 impl<L: Layers> Chain<L> {
     #[doc(hidden)]
     pub fn new(layers: L) -> Self {
-        Chain { layers }
+        let mut metas = Vec::with_capacity(L::LEN);
+        layers.metas(&mut metas);
+        let n = L::LEN;
+        let slots: Vec<usize> = (0..2 * n)
+            .filter(|&s| if s < n { metas[s][0].is_some() } else { metas[2 * n - 1 - s][1].is_some() })
+            .collect();
+        let present = match (slots.first(), slots.last()) {
+            (Some(&a), Some(&b)) => a..b + 1,
+            _ => 0..0,
+        };
+        Chain { layers, present }
     }
 }
 
-/// Sets the failing row's last known control state if a stage unwinds.
+/// Records which row and step unwound, and the row's state before that step.
 struct Trap<'a> {
     cell: &'a Cell<Option<(usize, usize, RowState)>>,
-    ctl: *const RowCtl,
+    row: usize,
+    slot: usize,
+    state: RowState,
 }
 
 impl Drop for Trap<'_> {
     fn drop(&mut self) {
-        // SAFETY: a trap is forgotten on the normal path, so this runs only
-        // while unwinding out of `row`, when the `RowCtl` it points to is
-        // still alive in the caller's frame (declared before the trap) and no
-        // reference to it is in use any more.
-        let ctl = unsafe { &*self.ctl };
-        self.cell.set(Some((ctl.row, ctl.slot as usize, ctl.state)));
+        // Runs only while unwinding: the normal path forgets the trap.
+        self.cell.set(Some((self.row, self.slot, self.state)));
     }
 }
 
@@ -430,45 +443,68 @@ impl<L: Layers> Chain<L> {
         names: &[Option<Arc<str>>],
         trap: &Cell<Option<(usize, usize, RowState)>>,
     ) {
-        let ptrs = self.layers.resolve(run.table);
-        let mut guards = self.layers.enter(locals);
+        // Absent slots are no-ops, so covering every present one is a full run.
+        let full = slots.start <= self.present.start && slots.end >= self.present.end;
         let base = run.depth_base;
-        let states = run.table.states;
-        let mut env = RowEnv { base, layers: L::LEN, slots: slots.clone(), errors: &mut *run.errors, names };
-        let full = slots == (0..2 * L::LEN);
-        let mut one = |row: usize, env: &mut RowEnv<'_>| {
-            // SAFETY: `row` is in this worker's chunk; the state word is read
-            // and written only here while the row runs.
-            let state = unsafe { *states.0.add(row) };
-            let mut ctl = RowCtl::new(state, row);
-            // Every access to `ctl` below goes through this one pointer, so
-            // the trap may still read it while unwinding.
-            let ctl: *mut RowCtl = &mut ctl;
-            let trap = Trap { cell: trap, ctl };
-            // SAFETY: the chunk is ours (caller's contract) and the row is in
-            // it; `ctl` points to the live local above.
-            unsafe {
-                if full {
-                    self.layers.row::<true>(&ptrs, &mut guards, env, &mut *ctl, 0);
-                } else {
-                    self.layers.row::<false>(&ptrs, &mut guards, env, &mut *ctl, 0);
-                }
+        let mut env = RowEnv { trap, base, layers: L::LEN, slots, errors: &mut *run.errors, names };
+        // SAFETY: forwarded from the caller's contract.
+        unsafe {
+            if full {
+                self.walk::<true>(walk, locals, run.table, &mut env);
+            } else {
+                self.walk::<false>(walk, locals, run.table, &mut env);
             }
-            std::mem::forget(trap);
-            // SAFETY: as above.
-            unsafe { *states.0.add(row) = (*ctl).state };
-        };
+        }
+    }
+
+    /// # Safety
+    /// As for `walk_rows`.
+    #[inline(always)]
+    unsafe fn walk<const FULL: bool>(
+        &self,
+        walk: Walk<'_>,
+        locals: &mut L::Locals,
+        table: &ColumnTable<'_>,
+        env: &mut RowEnv<'_>,
+    ) {
+        let ptrs = self.layers.resolve(table);
+        let mut guards = self.layers.enter(locals);
+        let states = table.states;
         match walk {
             Walk::Dense(rows) => {
                 for row in rows {
-                    one(row, &mut env);
+                    // SAFETY: forwarded; `row` is in the chunk.
+                    unsafe { self.one_row::<FULL>(row, states, &ptrs, &mut guards, env) };
                 }
             }
             Walk::Sparse(rows) => {
                 for &row in rows {
-                    one(row as usize, &mut env);
+                    // SAFETY: forwarded; the selection holds rows of the chunk.
+                    unsafe { self.one_row::<FULL>(row as usize, states, &ptrs, &mut guards, env) };
                 }
             }
+        }
+    }
+
+    /// # Safety
+    /// `row` is in a chunk this worker owns; `states` is the batch's state
+    /// vector.
+    #[inline(always)]
+    unsafe fn one_row<const FULL: bool>(
+        &self,
+        row: usize,
+        states: SendPtr<RowState>,
+        ptrs: &L::Ptrs,
+        guards: &mut L::Guards<'_>,
+        env: &mut RowEnv<'_>,
+    ) {
+        // SAFETY: the row's state word is read and written only here while
+        // the row runs, and the stages' column references for the row live
+        // only inside `row`.
+        unsafe {
+            let mut ctl = RowCtl::new(*states.0.add(row), row);
+            self.layers.row::<FULL>(ptrs, guards, env, &mut ctl, 0);
+            *states.0.add(row) = ctl.state;
         }
     }
 }

@@ -122,8 +122,6 @@ impl RowState {
 pub struct RowCtl {
     pub(crate) state: RowState,
     pub(crate) depth: u16,
-    /// The running step's slot in its unit, read only if the step panics.
-    pub(crate) slot: u16,
     pub(crate) row: usize,
     pub(crate) error: Option<String>,
 }
@@ -131,7 +129,7 @@ pub struct RowCtl {
 impl RowCtl {
     #[inline(always)]
     pub(crate) fn new(state: RowState, row: usize) -> RowCtl {
-        RowCtl { state, depth: 0, slot: 0, row, error: None }
+        RowCtl { state, depth: 0, row, error: None }
     }
 
     /// The row's index in its batch.
@@ -165,7 +163,7 @@ impl RowCtl {
     }
 
     /// Fails the row here; `message` is kept in the batch's error table.
-    #[cold]
+    #[inline]
     pub fn fail(&mut self, message: impl Into<String>) {
         self.state.fail(self.depth);
         self.error = Some(message.into());

@@ -122,26 +122,13 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
         }
         w.arena.reset();
     }
-    let mut failed_rows = 0;
     for w in &mut scratch.workers[..workers] {
-        failed_rows += w.errors.len();
         for (row, e) in w.errors.drain(..) {
             parts.errors.insert(row, e);
         }
     }
-    let _ = failed_rows;
-    let (mut live, mut rejected, mut failed) = (0, 0, 0);
-    for s in parts.states.iter() {
-        if s.is_live() {
-            live += 1;
-        } else if s.is_failed() {
-            failed += 1;
-        } else {
-            rejected += 1;
-        }
-    }
     p.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
-    RunReport { rows: len, live, rejected, failed, chunks, threads: workers, elapsed: started.elapsed() }
+    RunReport { rows: len, chunks, threads: workers, elapsed: started.elapsed() }
 }
 
 /// Chunk `k`'s row range.

@@ -7,12 +7,6 @@ use std::time::Duration;
 pub struct RunReport {
     /// Rows in the batch.
     pub rows: usize,
-    /// Rows no stage stopped.
-    pub live: usize,
-    /// Rows rejected by a stage.
-    pub rejected: usize,
-    /// Rows failed by a stage (panic or error).
-    pub failed: usize,
     /// Chunks processed per segment, summed.
     pub chunks: usize,
     /// Worker threads used (1 = the calling thread only).

@@ -89,6 +89,15 @@ impl Visible {
             Visible::After(d) => s.reaches_after(d),
         }
     }
+
+    /// How many of `states` this sees; a branch-free loop per case so the
+    /// compiler vectorises it.
+    fn count(self, states: &[RowState]) -> usize {
+        match self {
+            Visible::Live => states.iter().map(|s| s.is_live() as usize).sum(),
+            Visible::After(d) => states.iter().map(|s| s.reaches_after(d) as usize).sum(),
+        }
+    }
 }
 
 /// Which rows of a chunk a fused group walks.
@@ -113,7 +122,7 @@ pub(crate) fn select<'s>(
 ) -> Option<Walk<'s>> {
     let visible = Visible::of_slots(slots, layers, run.depth_base);
     let states = run.states();
-    let count = states.iter().filter(|&&s| visible.sees(s)).count();
+    let count = visible.count(states);
     let range = run.start..run.start + run.len;
     if count == 0 {
         None
@@ -128,7 +137,7 @@ pub(crate) fn select<'s>(
 
 /// The exact rows one chunk stage sees, chunk-relative.
 fn select_exact<'s>(states: &[RowState], visible: Visible, sel: &'s mut Vec<u32>) -> Selection<'s> {
-    let count = states.iter().filter(|&&s| visible.sees(s)).count();
+    let count = visible.count(states);
     if count == states.len() {
         Selection::Dense(count)
     } else {
