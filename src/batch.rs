@@ -3,7 +3,7 @@
 use bumpalo::Bump;
 use bytemuck::Pod;
 
-use crate::column::{ColdColumn, ColdStore, HotColumn};
+use crate::column::{ColdColumn, ColdStore, HotColumn, SharedColumn};
 use crate::control::{Outcome, RowState};
 use crate::error::{Error, Result, StageError};
 use crate::schema::{Field, Schema, Storage};
@@ -118,12 +118,72 @@ impl Batch {
     /// Removes every row and resets the arena, keeping all buffers.
     pub fn clear(&mut self) {
         self.len = 0;
+        for c in &mut self.hot {
+            c.unshare();
+        }
         self.states.clear();
         for c in &mut self.cold {
             c.clear();
         }
         self.errors.clear();
         self.arena.reset();
+    }
+
+    /// Replaces the batch's rows with `rows` rows whose hot columns listed in
+    /// `shared` (by schema position) are read in place, without copying; the
+    /// other columns are zeroed. A shared column is copied only if a stage
+    /// (or [`column_mut`](Batch::column_mut)) writes it.
+    pub fn import(
+        &mut self,
+        rows: usize,
+        shared: impl IntoIterator<Item = (usize, SharedColumn)>,
+    ) -> Result<()> {
+        self.clear();
+        let mut staged: Vec<(usize, SharedColumn)> = Vec::new();
+        for (index, column) in shared {
+            let info = self
+                .schema
+                .fields()
+                .get(index)
+                .ok_or_else(|| Error::Config(format!("field #{index} is not in the batch's schema")))?;
+            let Storage::Hot { size } = info.storage else {
+                return Err(Error::StorageMismatch {
+                    stage: "import".into(),
+                    field: info.name.clone(),
+                    expected: "hot",
+                });
+            };
+            if column.type_id != info.type_id {
+                return Err(Error::Config(format!(
+                    "column `{}` holds {}, the schema says {}",
+                    info.name, column.type_name, info.type_name
+                )));
+            }
+            if column.bytes().len() != rows * size {
+                return Err(Error::LengthMismatch {
+                    field: info.name.clone(),
+                    got: column.bytes().len() / size.max(1),
+                    expected: rows,
+                });
+            }
+            staged.push((info.slot, column));
+        }
+        for (slot, column) in staged {
+            self.hot[slot].share(column);
+        }
+        for c in self.hot.iter_mut().filter(|c| !c.is_shared()) {
+            c.resize(0, rows);
+        }
+        self.states.resize(rows, RowState::LIVE);
+        self.len = rows;
+        Ok(())
+    }
+
+    /// Whether the hot field at schema position `index` is read in place
+    /// from shared memory (see [`import`](Batch::import)).
+    pub fn is_shared(&self, index: usize) -> bool {
+        let info = &self.schema.fields()[index];
+        matches!(info.storage, Storage::Hot { .. }) && self.hot[info.slot].is_shared()
     }
 
     /// Marks every row live with a pending status again and drops the
@@ -251,10 +311,16 @@ impl Batch {
             + self.arena.allocated_bytes()
     }
 
+    /// Makes the listed hot slots owned (writable) before a run.
+    pub(crate) fn own_slots(&mut self, slots: &[usize]) {
+        for &slot in slots {
+            self.hot[slot].make_owned(self.len);
+        }
+    }
+
     pub(crate) fn parts(&mut self) -> BatchParts<'_> {
         BatchParts {
             schema: &self.schema,
-            len: self.len,
             hot: &mut self.hot,
             cold: &mut self.cold,
             states: &mut self.states,
@@ -267,7 +333,6 @@ impl Batch {
 /// The batch split into its parts, for the executor.
 pub(crate) struct BatchParts<'b> {
     pub schema: &'b Schema,
-    pub len: usize,
     pub hot: &'b mut [HotColumn],
     pub cold: &'b mut [Box<dyn ColdStore>],
     pub states: &'b mut [RowState],

@@ -1,6 +1,7 @@
 //! Column storage: aligned hot columns and sparse cold side tables.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -13,17 +14,100 @@ pub const COLUMN_ALIGN: usize = 64;
 #[repr(C, align(64))]
 struct Line([u8; COLUMN_ALIGN]);
 
-/// A hot column: untyped, 64-byte-aligned bytes. The batch knows its length
-/// in rows; the schema knows its element type.
+/// Values owned elsewhere (an Arrow buffer, a memory-mapped file) that a
+/// batch reads in place as one hot column.
+///
+/// ```
+/// use std::sync::Arc;
+/// use mware::prelude::*;
+/// use mware::SharedColumn;
+///
+/// let mut s = SchemaBuilder::new();
+/// let id = s.hot::<u64>("id");
+/// let schema = s.build()?;
+/// let values: Arc<Vec<u64>> = Arc::new(vec![1, 2, 3]);
+/// let mut batch = Batch::new(&schema);
+/// batch.import(3, [(id.index(), SharedColumn::new(values.clone()))])?;
+/// assert_eq!(batch.column(id)?.as_ptr(), values.as_ptr()); // no copy
+/// # Ok::<(), mware::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct SharedColumn {
+    owner: Arc<dyn SharedBytes>,
+    pub(crate) type_id: TypeId,
+    pub(crate) type_name: &'static str,
+}
+
+/// Read-only bytes behind an `Arc`.
+trait SharedBytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+struct Typed<O, T>(Arc<O>, std::marker::PhantomData<fn() -> T>);
+
+impl<O: AsRef<[T]> + Send + Sync, T: Pod> SharedBytes for Typed<O, T> {
+    fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(self.0.as_ref().as_ref())
+    }
+}
+
+impl SharedColumn {
+    /// Shares `owner`'s values; the column keeps `owner` alive.
+    pub fn new<T: Pod, O: AsRef<[T]> + Send + Sync + 'static>(owner: Arc<O>) -> SharedColumn {
+        SharedColumn {
+            owner: Arc::new(Typed(owner, std::marker::PhantomData)),
+            type_id: TypeId::of::<T>(),
+            type_name: std::any::type_name::<T>(),
+        }
+    }
+
+    /// The shared values as bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.owner.bytes()
+    }
+}
+
+/// A hot column: untyped bytes, either owned (64-byte aligned) or shared
+/// read-only from elsewhere. The batch knows its length in rows; the schema
+/// knows its element type.
 #[derive(Clone, Default)]
 pub(crate) struct HotColumn {
     lines: Vec<Line>,
     elem_size: usize,
+    /// When set, the column's values are these (read-only) and `lines` only
+    /// keeps its capacity for later.
+    shared: Option<SharedColumn>,
 }
 
 impl HotColumn {
     pub(crate) fn new(elem_size: usize) -> Self {
-        HotColumn { lines: Vec::new(), elem_size }
+        HotColumn { lines: Vec::new(), elem_size, shared: None }
+    }
+
+    /// Reads `column` in place instead of the owned buffer.
+    pub(crate) fn share(&mut self, column: SharedColumn) {
+        self.shared = Some(column);
+    }
+
+    /// Whether the values live elsewhere.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Copies shared values of `rows` rows into the owned buffer, so the
+    /// column can be written.
+    pub(crate) fn make_owned(&mut self, rows: usize) {
+        if let Some(shared) = self.shared.take() {
+            let n = rows * self.elem_size;
+            self.lines.clear();
+            self.lines.resize(self.lines_for(rows), Line([0; COLUMN_ALIGN]));
+            self.bytes_mut_all()[..n].copy_from_slice(&shared.bytes()[..n]);
+        }
+    }
+
+    /// Drops shared values without copying them (for `clear`).
+    pub(crate) fn unshare(&mut self) {
+        self.shared = None;
     }
 
     fn lines_for(&self, rows: usize) -> usize {
@@ -32,6 +116,7 @@ impl HotColumn {
 
     /// Resizes to `rows` rows; new rows are zeroed. Keeps the allocation.
     pub(crate) fn resize(&mut self, old_rows: usize, rows: usize) {
+        self.make_owned(old_rows);
         let lines = self.lines_for(rows);
         if rows > old_rows {
             // Zero the tail of the last partially used line too: rows past the
@@ -57,25 +142,33 @@ impl HotColumn {
 
     /// The first `rows` values as `T` (`T`'s size is the column's).
     pub(crate) fn typed<T: Pod>(&self, rows: usize) -> &[T] {
-        let bytes: &[u8] = bytemuck::cast_slice(&self.lines);
-        bytemuck::cast_slice(&bytes[..rows * self.elem_size])
+        bytemuck::cast_slice(self.bytes(rows))
     }
 
-    /// The first `rows` values as `T`, mutable.
+    /// The first `rows` values as `T`, mutable (copying shared values first).
     pub(crate) fn typed_mut<T: Pod>(&mut self, rows: usize) -> &mut [T] {
+        self.make_owned(rows);
         let n = rows * self.elem_size;
         bytemuck::cast_slice_mut(&mut self.bytes_mut_all()[..n])
     }
 
     /// The first `rows` values as raw bytes.
     pub(crate) fn bytes(&self, rows: usize) -> &[u8] {
-        let bytes: &[u8] = bytemuck::cast_slice(&self.lines);
-        &bytes[..rows * self.elem_size]
+        let n = rows * self.elem_size;
+        match &self.shared {
+            Some(shared) => &shared.bytes()[..n],
+            None => &bytemuck::cast_slice::<Line, u8>(&self.lines)[..n],
+        }
     }
 
-    /// Base pointer for the executor's column table.
+    /// Base pointer for the executor's column table. A shared column's
+    /// pointer is only ever read through: the executor makes every column a
+    /// pipeline writes owned before a run.
     pub(crate) fn base_ptr(&mut self) -> *mut u8 {
-        self.lines.as_mut_ptr().cast()
+        match &self.shared {
+            Some(shared) => shared.bytes().as_ptr().cast_mut(),
+            None => self.lines.as_mut_ptr().cast(),
+        }
     }
 
     pub(crate) fn allocated_bytes(&self) -> usize {
@@ -189,7 +282,6 @@ impl<T> ColdColumn<T> {
 pub(crate) trait ColdStore: Any + Send + Sync {
     fn clear(&mut self);
     fn truncate_rows(&mut self, rows: usize);
-    fn entries(&self) -> usize;
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -200,9 +292,6 @@ impl<T: Send + Sync + 'static> ColdStore for ColdColumn<T> {
     }
     fn truncate_rows(&mut self, rows: usize) {
         ColdColumn::truncate_rows(self, rows)
-    }
-    fn entries(&self) -> usize {
-        self.len()
     }
     fn as_any(&self) -> &dyn Any {
         self

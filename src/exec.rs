@@ -91,6 +91,7 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
     let mut scratch =
         p.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Scratch::new(p, 1));
     scratch.ensure(p, workers);
+    batch.own_slots(&p.written_hot);
     let parts = batch.parts();
     scratch.hot.clear();
     scratch.hot.extend(parts.hot.iter_mut().map(|c| SendPtr(c.base_ptr())));

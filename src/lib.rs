@@ -72,7 +72,7 @@ pub use access::{
     Access, ColdCell, ColdRead, ColdWrite, FieldUse, Read, ReadCold, RowOf, SlicesOf, Write, WriteCold,
 };
 pub use batch::{Batch, RowWriter};
-pub use column::{COLUMN_ALIGN, ColdColumn};
+pub use column::{COLUMN_ALIGN, ColdColumn, SharedColumn};
 pub use control::{MAX_DEPTH, Outcome, RowCtl, RowState};
 pub use error::{Error, Result, StageError};
 pub use pipeline::{DEFAULT_MIN_PARALLEL_WORK, Pipeline, PipelineBuilder, Stage};
@@ -84,9 +84,9 @@ pub use stage::{Kind, RowStage, Rows, Selection, StageMeta, StateHandle};
 /// The names most programs need.
 pub mod prelude {
     pub use crate::stage;
+    pub use crate::stream::StreamRunner;
     pub use crate::{
         Batch, Field, Kind, Outcome, Pipeline, Read, ReadCold, RowCtl, Rows, Schema, SchemaBuilder,
         Selection, Write, WriteCold,
     };
-    pub use crate::stream::StreamRunner;
 }

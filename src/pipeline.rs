@@ -177,7 +177,17 @@ impl PipelineBuilder {
             }
             names_per_unit.push(slots);
         }
+        let mut written_hot: Vec<usize> = serial
+            .steps
+            .iter()
+            .flat_map(|s| &s.meta.uses)
+            .filter(|u| u.write && !u.cold)
+            .map(|u| self.schema.fields()[u.index()].slot)
+            .collect();
+        written_hot.sort_unstable();
+        written_hot.dedup();
         Ok(Pipeline {
+            written_hot,
             schema: self.schema,
             units: self.units,
             bases,
@@ -218,6 +228,8 @@ fn validate_access(schema: &Schema, stage: &str, uses: &[crate::access::FieldUse
 /// run them one at a time (or use a stream runner).
 pub struct Pipeline {
     pub(crate) schema: Schema,
+    /// Hot slots some stage writes: made owned before each run.
+    pub(crate) written_hot: Vec<usize>,
     pub(crate) units: Vec<Box<dyn Unit>>,
     pub(crate) bases: Vec<u16>,
     pub(crate) names: Vec<Vec<Option<Arc<str>>>>,

@@ -250,10 +250,6 @@ impl Schema {
         })
     }
 
-    pub(crate) fn id(&self) -> u64 {
-        self.0.id
-    }
-
     pub(crate) fn hot_count(&self) -> usize {
         self.0.hot
     }
