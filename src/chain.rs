@@ -44,6 +44,7 @@ use std::sync::Arc;
 use crate::access::{Access, ColumnTable, SendPtr};
 use crate::control::{RowCtl, RowState};
 use crate::error::StageError;
+use crate::report::SlotStats;
 use crate::stage::{RowStage, StageMeta, StatePolicy};
 use crate::unit::{ChunkRun, Unit, Walk, panic_message, select, stage_name};
 
@@ -153,6 +154,7 @@ impl<S: RowStage> Half for S {
 /// Where one row runs inside a chunk: the step range and the error sink.
 pub struct RowEnv<'r> {
     trap: &'r Cell<Option<(usize, usize, RowState)>>,
+    stats: &'r mut [SlotStats],
     base: u16,
     layers: usize,
     slots: Range<usize>,
@@ -201,7 +203,7 @@ pub trait Layers: Send + Sync + 'static {
     /// # Safety
     /// As for [`Half::call`].
     #[doc(hidden)]
-    unsafe fn row<const FULL: bool>(
+    unsafe fn row<const FULL: bool, const PROF: bool>(
         &self,
         ptrs: &Self::Ptrs,
         guards: &mut Self::Guards<'_>,
@@ -228,12 +230,19 @@ impl Layers for End {
     fn enter<'a>(&'a self, _: &'a mut ()) {}
     fn finish(&self, _: &mut ()) {}
     #[inline(always)]
-    unsafe fn row<const FULL: bool>(&self, _: &(), _: &mut (), _: &mut RowEnv<'_>, _: &mut RowCtl, _: usize) {
+    unsafe fn row<const FULL: bool, const PROF: bool>(
+        &self,
+        _: &(),
+        _: &mut (),
+        _: &mut RowEnv<'_>,
+        _: &mut RowCtl,
+        _: usize,
+    ) {
     }
 }
 
 #[inline(always)]
-unsafe fn step<H: Half>(
+unsafe fn step<H: Half, const PROF: bool>(
     half: &H,
     ptrs: H::Ptrs,
     guard: &mut H::Guard<'_>,
@@ -246,9 +255,13 @@ unsafe fn step<H: Half>(
     // The trap is forgotten unless the stage unwinds: on the normal path it
     // costs nothing, and `ctl` stays in registers.
     let trap = Trap { cell: env.trap, row: ctl.row, slot, state: ctl.state };
+    let before = ctl.state;
     // SAFETY: forwarded from the caller's contract.
     unsafe { half.call(ptrs, guard, ctl.row, ctl) };
     std::mem::forget(trap);
+    if PROF {
+        env.stats[slot].count(before, ctl.state);
+    }
     // Passing values, not `ctl`, keeps `ctl` out of memory.
     if let Some(message) = ctl.error.take() {
         env.record(slot, ctl.row, message);
@@ -282,7 +295,7 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         self.1.finish(&mut l.2);
     }
     #[inline(always)]
-    unsafe fn row<const FULL: bool>(
+    unsafe fn row<const FULL: bool, const PROF: bool>(
         &self,
         p: &Self::Ptrs,
         g: &mut Self::Guards<'_>,
@@ -294,13 +307,13 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         let after_slot = 2 * env.layers - 1 - level;
         if B::PRESENT && (FULL || env.has(before_slot)) && ctl.state.is_live() {
             // SAFETY: forwarded from the caller's contract.
-            unsafe { step(&self.0.before, p.0, &mut g.0, env, ctl, level, before_slot) };
+            unsafe { step::<B, PROF>(&self.0.before, p.0, &mut g.0, env, ctl, level, before_slot) };
         }
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.1.row::<FULL>(&p.2, &mut g.2, env, ctl, level + 1) };
+        unsafe { self.1.row::<FULL, PROF>(&p.2, &mut g.2, env, ctl, level + 1) };
         if A::PRESENT && (FULL || env.has(after_slot)) && ctl.state.reaches_after(env.base + level as u16) {
             // SAFETY: forwarded from the caller's contract.
-            unsafe { step(&self.0.after, p.1, &mut g.1, env, ctl, level, after_slot) };
+            unsafe { step::<A, PROF>(&self.0.after, p.1, &mut g.1, env, ctl, level, after_slot) };
         }
     }
 }
@@ -389,6 +402,9 @@ impl<L: Layers> Chain<L> {
             let depth = run.depth_of(slot, L::LEN);
             state.fail(depth);
             run.set_state(row, state);
+            if let Some(stats) = run.stats.as_deref_mut() {
+                stats[slot].failed += 1;
+            }
             let stage = stage_name(names, slot);
             run.errors.push((row, StageError { stage, message: panic_message(&*payload), panicked: true }));
             // The failing row still passes through the after-stages around it.
@@ -446,13 +462,16 @@ impl<L: Layers> Chain<L> {
         // Absent slots are no-ops, so covering every present one is a full run.
         let full = slots.start <= self.present.start && slots.end >= self.present.end;
         let base = run.depth_base;
-        let mut env = RowEnv { trap, base, layers: L::LEN, slots, errors: &mut *run.errors, names };
+        let prof = run.stats.is_some();
+        let stats = run.stats.as_deref_mut().unwrap_or_default();
+        let mut env = RowEnv { trap, stats, base, layers: L::LEN, slots, errors: &mut *run.errors, names };
         // SAFETY: forwarded from the caller's contract.
         unsafe {
-            if full {
-                self.walk::<true>(walk, locals, run.table, &mut env);
-            } else {
-                self.walk::<false>(walk, locals, run.table, &mut env);
+            match (full, prof) {
+                (true, false) => self.walk::<true, false>(walk, locals, run.table, &mut env),
+                (false, false) => self.walk::<false, false>(walk, locals, run.table, &mut env),
+                (true, true) => self.walk::<true, true>(walk, locals, run.table, &mut env),
+                (false, true) => self.walk::<false, true>(walk, locals, run.table, &mut env),
             }
         }
     }
@@ -460,7 +479,7 @@ impl<L: Layers> Chain<L> {
     /// # Safety
     /// As for `walk_rows`.
     #[inline(always)]
-    unsafe fn walk<const FULL: bool>(
+    unsafe fn walk<const FULL: bool, const PROF: bool>(
         &self,
         walk: Walk<'_>,
         locals: &mut L::Locals,
@@ -474,13 +493,13 @@ impl<L: Layers> Chain<L> {
             Walk::Dense(rows) => {
                 for row in rows {
                     // SAFETY: forwarded; `row` is in the chunk.
-                    unsafe { self.one_row::<FULL>(row, states, &ptrs, &mut guards, env) };
+                    unsafe { self.one_row::<FULL, PROF>(row, states, &ptrs, &mut guards, env) };
                 }
             }
             Walk::Sparse(rows) => {
                 for &row in rows {
                     // SAFETY: forwarded; the selection holds rows of the chunk.
-                    unsafe { self.one_row::<FULL>(row as usize, states, &ptrs, &mut guards, env) };
+                    unsafe { self.one_row::<FULL, PROF>(row as usize, states, &ptrs, &mut guards, env) };
                 }
             }
         }
@@ -490,7 +509,7 @@ impl<L: Layers> Chain<L> {
     /// `row` is in a chunk this worker owns; `states` is the batch's state
     /// vector.
     #[inline(always)]
-    unsafe fn one_row<const FULL: bool>(
+    unsafe fn one_row<const FULL: bool, const PROF: bool>(
         &self,
         row: usize,
         states: SendPtr<RowState>,
@@ -503,7 +522,7 @@ impl<L: Layers> Chain<L> {
         // only inside `row`.
         unsafe {
             let mut ctl = RowCtl::new(*states.0.add(row), row);
-            self.layers.row::<FULL>(ptrs, guards, env, &mut ctl, 0);
+            self.layers.row::<FULL, PROF>(ptrs, guards, env, &mut ctl, 0);
             *states.0.add(row) = ctl.state;
         }
     }

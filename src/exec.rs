@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bumpalo::Bump;
 
@@ -14,7 +14,7 @@ use crate::column::ColdStore;
 use crate::error::StageError;
 use crate::pipeline::Pipeline;
 use crate::plan::{Plan, Segment};
-use crate::report::RunReport;
+use crate::report::{RunReport, SlotStats, StageReport};
 use crate::unit::ChunkRun;
 
 /// Where a pipeline's runs execute.
@@ -45,6 +45,10 @@ impl Threads {
 /// One worker's reusable buffers.
 pub(crate) struct Worker {
     locals: Vec<Box<dyn Any + Send>>,
+    /// Per unit, per slot counters (profiling).
+    stats: Vec<Vec<SlotStats>>,
+    /// Per group time (profiling).
+    group_time: Vec<Duration>,
     sel: Vec<u32>,
     errors: Vec<(usize, StageError)>,
     arena: Bump,
@@ -69,6 +73,8 @@ impl Scratch {
         while self.workers.len() < workers {
             self.workers.push(Worker {
                 locals: p.units.iter().map(|u| u.new_local()).collect(),
+                stats: p.units.iter().map(|u| vec![SlotStats::default(); 2 * u.layers()]).collect(),
+                group_time: vec![Duration::ZERO; p.serial.groups.len().max(p.parallel.groups.len())],
                 sel: Vec::with_capacity(p.serial.chunk_rows),
                 errors: Vec::new(),
                 arena: Bump::new(),
@@ -106,14 +112,23 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
     };
 
     let plan = if workers > 1 { &p.parallel } else { &p.serial };
-    let mut chunks = 0;
+    let prof = p.profiling.load(Ordering::Relaxed);
+    let mut report = RunReport { rows: len, threads: workers, ..RunReport::default() };
+    let ctx = RunCtx { p, plan, table: &table, prof };
     for seg in &plan.segments {
         let ws = &mut scratch.workers[..workers];
-        chunks += if workers > 1 && !seg.barrier {
-            run_parallel(p, plan, seg, &table, ws, &scratch.tickets)
+        let t = prof.then(Instant::now);
+        report.chunks += if workers > 1 && !seg.barrier {
+            ctx.run_parallel(seg, ws, &scratch.tickets)
         } else {
-            run_serial(p, plan, seg, &table, &mut ws[0], parts.arena)
+            ctx.run_serial(seg, &mut ws[0], parts.arena)
         };
+        if let Some(t) = t {
+            report.segments.push(t.elapsed());
+        }
+    }
+    if prof {
+        collect_profile(plan, &mut scratch.workers[..workers], &mut report);
     }
 
     // Merge reductions in worker order, then file the rows' errors.
@@ -129,7 +144,41 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
         }
     }
     p.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
-    RunReport { rows: len, chunks, threads: workers, elapsed: started.elapsed() }
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// Sums the workers' counters and group times into per-stage reports.
+fn collect_profile(plan: &Plan, workers: &mut [Worker], report: &mut RunReport) {
+    report.groups = vec![Duration::ZERO; plan.groups.len()];
+    for w in workers.iter_mut() {
+        for (g, t) in report.groups.iter_mut().zip(&mut w.group_time) {
+            *g += std::mem::take(t);
+        }
+    }
+    for (gi, g) in plan.groups.iter().enumerate() {
+        for step in &plan.steps[g.steps.clone()] {
+            let mut sum = SlotStats::default();
+            for w in workers.iter_mut() {
+                let s = std::mem::take(&mut w.stats[step.unit][step.slot]);
+                sum.seen += s.seen;
+                sum.rejected += s.rejected;
+                sum.failed += s.failed;
+            }
+            report.stages.push(StageReport {
+                name: step.meta.name.clone(),
+                kind: step.meta.kind,
+                depth: step.depth,
+                after: step.after,
+                rows: sum.seen,
+                rejected: sum.rejected,
+                failed: sum.failed,
+                group: gi,
+                time: report.groups[gi],
+                fused: g.steps.len() > 1,
+            });
+        }
+    }
 }
 
 /// Chunk `k`'s row range.
@@ -138,99 +187,91 @@ fn chunk_range(k: usize, chunk_rows: usize, len: usize) -> (usize, usize) {
     (start, chunk_rows.min(len - start))
 }
 
-fn run_group(
-    p: &Pipeline,
-    plan: &Plan,
-    gi: usize,
-    table: &ColumnTable<'_>,
-    w: &mut Worker,
-    arena: &Bump,
-    start: usize,
-    len: usize,
-) {
-    let g = &plan.groups[gi];
-    let mut run = ChunkRun {
-        table,
-        start,
-        len,
-        depth_base: p.bases[g.unit],
-        sel: &mut w.sel,
-        errors: &mut w.errors,
-        arena,
-    };
-    p.units[g.unit].run(g.slots.clone(), &mut *w.locals[g.unit], &mut run, &p.names[g.unit]);
+/// What every chunk of a run shares.
+struct RunCtx<'r> {
+    p: &'r Pipeline,
+    plan: &'r Plan,
+    table: &'r ColumnTable<'r>,
+    prof: bool,
 }
 
-/// Runs a segment on the calling thread: chunk-major, so a chunk stays in
-/// cache across every group of the segment.
-fn run_serial(
-    p: &Pipeline,
-    plan: &Plan,
-    seg: &Segment,
-    table: &ColumnTable<'_>,
-    w: &mut Worker,
-    arena: &Bump,
-) -> usize {
-    let len = table.len;
-    if len == 0 {
-        return 0;
-    }
-    let chunk_rows = if seg.barrier { len } else { plan.chunk_rows };
-    let n = len.div_ceil(chunk_rows);
-    for k in 0..n {
-        let (start, rows) = chunk_range(k, chunk_rows, len);
-        for gi in seg.groups.clone() {
-            run_group(p, plan, gi, table, w, arena, start, rows);
+impl RunCtx<'_> {
+    fn run_group(&self, gi: usize, w: &mut Worker, arena: &Bump, start: usize, len: usize) {
+        let (p, g) = (self.p, &self.plan.groups[gi]);
+        let t = self.prof.then(Instant::now);
+        let mut run = ChunkRun {
+            table: self.table,
+            start,
+            len,
+            depth_base: p.bases[g.unit],
+            sel: &mut w.sel,
+            errors: &mut w.errors,
+            arena,
+            stats: if self.prof { Some(&mut w.stats[g.unit]) } else { None },
+        };
+        p.units[g.unit].run(g.slots.clone(), &mut *w.locals[g.unit], &mut run, &p.names[g.unit]);
+        if let Some(t) = t {
+            w.group_time[gi] += t.elapsed();
         }
     }
-    n
-}
 
-/// Runs a segment over a rayon pool: each worker claims the next chunk and
-/// takes it through every group; a group holding a sequential stage waits
-/// until the previous chunk has left it, so sequential stages see rows in
-/// order while other workers already run the parallel groups of later
-/// chunks.
-fn run_parallel(
-    p: &Pipeline,
-    plan: &Plan,
-    seg: &Segment,
-    table: &ColumnTable<'_>,
-    workers: &mut [Worker],
-    tickets: &[AtomicUsize],
-) -> usize {
-    let len = table.len;
-    let n = len.div_ceil(plan.chunk_rows);
-    for gi in seg.groups.clone() {
-        tickets[gi].store(0, Ordering::Relaxed);
-    }
-    let next = AtomicUsize::new(0);
-    let work = |w: &mut Worker| {
-        let arena = std::mem::take(&mut w.arena);
-        loop {
-            let k = next.fetch_add(1, Ordering::Relaxed);
-            if k >= n {
-                break;
-            }
-            let (start, rows) = chunk_range(k, plan.chunk_rows, len);
+    /// Runs a segment on the calling thread: chunk-major, so a chunk stays
+    /// in cache across every group of the segment.
+    fn run_serial(&self, seg: &Segment, w: &mut Worker, arena: &Bump) -> usize {
+        let len = self.table.len;
+        if len == 0 {
+            return 0;
+        }
+        let chunk_rows = if seg.barrier { len } else { self.plan.chunk_rows };
+        let n = len.div_ceil(chunk_rows);
+        for k in 0..n {
+            let (start, rows) = chunk_range(k, chunk_rows, len);
             for gi in seg.groups.clone() {
-                let ordered = plan.groups[gi].ordered;
-                if ordered {
-                    wait_turn(&tickets[gi], k);
-                }
-                run_group(p, plan, gi, table, w, &arena, start, rows);
-                if ordered {
-                    tickets[gi].store(k + 1, Ordering::Release);
-                }
+                self.run_group(gi, w, arena, start, rows);
             }
         }
-        w.arena = arena;
-    };
-    match &p.threads {
-        Threads::Pool(pool) => pool.install(|| spread(workers, &work)),
-        _ => spread(workers, &work),
+        n
     }
-    n
+
+    /// Runs a segment over a rayon pool: each worker claims the next chunk
+    /// and takes it through every group; a group holding a sequential stage
+    /// waits until the previous chunk has left it, so sequential stages see
+    /// rows in order while other workers already run the parallel groups of
+    /// later chunks.
+    fn run_parallel(&self, seg: &Segment, workers: &mut [Worker], tickets: &[AtomicUsize]) -> usize {
+        let (len, chunk_rows) = (self.table.len, self.plan.chunk_rows);
+        let n = len.div_ceil(chunk_rows);
+        for gi in seg.groups.clone() {
+            tickets[gi].store(0, Ordering::Relaxed);
+        }
+        let next = AtomicUsize::new(0);
+        let work = |w: &mut Worker| {
+            let arena = std::mem::take(&mut w.arena);
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n {
+                    break;
+                }
+                let (start, rows) = chunk_range(k, chunk_rows, len);
+                for gi in seg.groups.clone() {
+                    let ordered = self.plan.groups[gi].ordered;
+                    if ordered {
+                        wait_turn(&tickets[gi], k);
+                    }
+                    self.run_group(gi, w, &arena, start, rows);
+                    if ordered {
+                        tickets[gi].store(k + 1, Ordering::Release);
+                    }
+                }
+            }
+            w.arena = arena;
+        };
+        match &self.p.threads {
+            Threads::Pool(pool) => pool.install(|| spread(workers, &work)),
+            _ => spread(workers, &work),
+        }
+        n
+    }
 }
 
 /// Runs `work` once per worker, in parallel, with `rayon::join` (which

@@ -77,7 +77,7 @@ pub use control::{MAX_DEPTH, Outcome, RowCtl, RowState};
 pub use error::{Error, Result, StageError};
 pub use pipeline::{DEFAULT_MIN_PARALLEL_WORK, Pipeline, PipelineBuilder, Stage};
 pub use plan::{Group, Plan, Segment, Step};
-pub use report::RunReport;
+pub use report::{RunReport, StageReport};
 pub use schema::{Field, FieldInfo, Schema, SchemaBuilder, Storage};
 pub use stage::{Kind, RowStage, Rows, Selection, StageMeta, StateHandle};
 

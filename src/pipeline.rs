@@ -2,6 +2,7 @@
 //! and compilation into plans.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::access::Access;
@@ -64,6 +65,7 @@ pub struct PipelineBuilder {
     chunk_rows: Option<usize>,
     threads: Threads,
     min_parallel_work: usize,
+    profile: bool,
 }
 
 /// Rows × stages below which a run stays on the calling thread; measured on
@@ -139,6 +141,12 @@ impl PipelineBuilder {
         self
     }
 
+    /// Starts with profiling on (see [`Pipeline::set_profiling`]).
+    pub fn profile(mut self, on: bool) -> Self {
+        self.profile = on;
+        self
+    }
+
     /// Validates the pipeline and compiles its plans.
     pub fn build(self) -> Result<Pipeline> {
         if self.units.is_empty() {
@@ -197,6 +205,7 @@ impl PipelineBuilder {
             threads: self.threads,
             min_parallel_work: self.min_parallel_work,
             scratch: Mutex::new(Vec::new()),
+            profiling: AtomicBool::new(self.profile),
         })
     }
 }
@@ -238,6 +247,7 @@ pub struct Pipeline {
     pub(crate) threads: Threads,
     pub(crate) min_parallel_work: usize,
     pub(crate) scratch: Mutex<Vec<Scratch>>,
+    pub(crate) profiling: AtomicBool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -255,6 +265,7 @@ impl Pipeline {
             chunk_rows: None,
             threads: Threads::Global(None),
             min_parallel_work: DEFAULT_MIN_PARALLEL_WORK,
+            profile: false,
         }
     }
 
@@ -281,6 +292,19 @@ impl Pipeline {
             out.push_str(&self.parallel.explain(&self.schema));
         }
         out
+    }
+
+    /// Turns per-stage profiling on or off. On, each run counts rows seen,
+    /// rejected and failed per stage and reads the clock once per fused
+    /// group per chunk, and [`RunReport::stages`](crate::RunReport::stages)
+    /// is filled; off, the executor runs code without any of it.
+    pub fn set_profiling(&self, on: bool) {
+        self.profiling.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether profiling is on.
+    pub fn profiling(&self) -> bool {
+        self.profiling.load(Ordering::Relaxed)
     }
 
     /// Runs every stage over `batch` in onion order. Rows rejected or failed

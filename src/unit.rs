@@ -17,6 +17,7 @@ use bumpalo::Bump;
 use crate::access::{Access, ColumnTable};
 use crate::control::RowState;
 use crate::error::StageError;
+use crate::report::SlotStats;
 use crate::stage::{ChunkStage, Rows, Selection, StageMeta, StatePolicy};
 
 /// One chunk as a unit sees it.
@@ -31,6 +32,8 @@ pub struct ChunkRun<'r> {
     pub(crate) sel: &'r mut Vec<u32>,
     pub(crate) errors: &'r mut Vec<(usize, StageError)>,
     pub(crate) arena: &'r Bump,
+    /// The unit's per-slot counters while profiling.
+    pub(crate) stats: Option<&'r mut [SlotStats]>,
 }
 
 impl ChunkRun<'_> {
@@ -189,7 +192,15 @@ pub trait Unit: Send + Sync {
 trait ChunkStep: Send + Sync {
     fn meta(&self) -> StageMeta;
     fn new_local(&self) -> Box<dyn Any + Send>;
-    fn run(&self, local: &mut dyn Any, visible: Visible, depth: u16, run: &mut ChunkRun<'_>, name: &Arc<str>);
+    fn run(
+        &self,
+        local: &mut dyn Any,
+        slot: usize,
+        visible: Visible,
+        depth: u16,
+        run: &mut ChunkRun<'_>,
+        name: &Arc<str>,
+    );
     fn finish(&self, local: &mut dyn Any);
 }
 
@@ -205,6 +216,7 @@ impl<S: ChunkStage> ChunkStep for S {
     fn run(
         &self,
         local: &mut dyn Any,
+        slot: usize,
         visible: Visible,
         depth: u16,
         run: &mut ChunkRun<'_>,
@@ -240,6 +252,29 @@ impl<S: ChunkStage> ChunkStep for S {
             };
             self.call(S::Policy::state(&mut guard), cols, &mut rows);
         }));
+        if let Some(stats) = run.stats.as_deref_mut() {
+            let stat = &mut stats[slot];
+            let mut tally = |i: usize| {
+                let s = states[i];
+                stat.seen += 1;
+                if s.stop_depth() == Some(depth as usize) {
+                    if s.is_failed() { stat.failed += 1 } else { stat.rejected += 1 }
+                }
+            };
+            if result.is_ok() {
+                match selection {
+                    Selection::Dense(n) => (0..n).for_each(&mut tally),
+                    Selection::Sparse(s) => s.iter().for_each(|&i| tally(i as usize)),
+                }
+            } else {
+                let n = match selection {
+                    Selection::Dense(n) => n,
+                    Selection::Sparse(s) => s.len(),
+                };
+                stat.seen += n as u64;
+                stat.failed += n as u64;
+            }
+        }
         if let Err(payload) = result {
             // Which rows the stage finished is unknown: every row it was
             // given fails, and errors it reported for them are superseded.
@@ -314,7 +349,7 @@ impl Unit for ChunkLayer {
                 continue;
             };
             let visible = if slot == 0 { Visible::Live } else { Visible::After(depth) };
-            step.run(local, visible, depth, run, &stage_name(names, slot));
+            step.run(local, slot, visible, depth, run, &stage_name(names, slot));
         }
     }
 
