@@ -50,7 +50,12 @@
 //! parallel work of batch `k + 1` with the sequential stage on batch `k`
 //! needs an executor hook that orders the sequential groups of successive
 //! runs; the runner is laid out so that the hook drops in at one place
-//! ([`Lane`]).
+//! (its private `Lane`, where a worker starts a run).
+
+// Submitting hands a rejected batch back by value (no allocation on the
+// error path, which a producer retrying `try_submit` takes often): the
+// error is as large as a `Batch`, on purpose.
+#![allow(clippy::result_large_err)]
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -1,0 +1,143 @@
+//! gateway-8 (with its sequential quota stage) through the stream runner
+//! against calling `Pipeline::run` batch by batch, at 4,096- and
+//! 65,536-row batches, on every core.
+//!
+//! `cargo bench --bench stream`; every timed iteration processes the same
+//! 1,048,576 pre-generated rows (ns/row = time / 2^20). The stream variant
+//! times from the first submit to the last batch received: one producer
+//! thread submits the batches in order, the bench thread receives them.
+//! Resetting the batches' outputs between iterations is not timed.
+//!
+//! Variants:
+//! - `run`: `Pipeline::run` on each batch in turn (the baseline);
+//! - `stream`: the same pipeline through a [`StreamRunner`] (default
+//!   settings: one lane, since the pipeline has a sequential stage);
+//! - `run_split` / `stream_split`: the pipeline built with
+//!   `min_parallel_work(0)`, so the executor spreads even a 4,096-row batch
+//!   over the cores and overlaps the quota stage on one chunk with the
+//!   parallel stages of the next (its own chunk pipelining).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mware::gateway8::{Composition, Fields, GatewayPipeline};
+use mware::stream::StreamRunner;
+use mware::{Batch, Pipeline, PipelineBuilder, StateHandle};
+
+const ROWS: usize = 1 << 20;
+const SEED: u64 = 42;
+
+fn batches(fields: &Fields, schema: &mware::Schema, batch: usize) -> Vec<Batch> {
+    (0..ROWS)
+        .step_by(batch)
+        .map(|first| {
+            let mut b = Batch::new(schema);
+            fields.fill(&mut b, SEED, first as u64, batch.min(ROWS - first)).unwrap();
+            b
+        })
+        .collect()
+}
+
+/// Puts a processed batch back to its input state.
+fn reset(fields: &Fields, b: &mut Batch) {
+    b.reset_control();
+    b.column_mut(fields.cost).unwrap().fill(0);
+    b.column_mut(fields.score).unwrap().fill(0.0);
+    b.column_mut(fields.latency_ns).unwrap().fill(0);
+}
+
+struct Gw {
+    pipeline: Arc<Pipeline>,
+    quota: StateHandle<[u64; mware::gateway8::ROUTES]>,
+    metrics: StateHandle<mware::gateway8::Metrics>,
+}
+
+impl Gw {
+    fn build(
+        fields: &Fields,
+        schema: &mware::Schema,
+        configure: fn(PipelineBuilder) -> PipelineBuilder,
+    ) -> Gw {
+        let gw = GatewayPipeline::build(fields, schema, ROWS as u64, Composition::Static, configure).unwrap();
+        Gw { pipeline: Arc::new(gw.pipeline), quota: gw.quota, metrics: gw.metrics }
+    }
+
+    fn reset(&self) {
+        self.quota.replace([0; mware::gateway8::ROUTES]);
+        self.metrics.replace(Default::default());
+    }
+}
+
+/// Runs every batch through a fresh stream runner, in order; returns the
+/// time from the first submit to the last receive.
+fn through_stream(pipeline: &Arc<Pipeline>, input: &mut Vec<Batch>) -> Duration {
+    let runner = StreamRunner::builder(pipeline.clone()).capacity(8).build().unwrap();
+    let mut consumer = runner.consumer().unwrap();
+    let n = input.len();
+    let producer = runner.producer();
+    let mut todo = std::mem::take(input);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for b in todo.drain(..) {
+                producer.submit(b).unwrap();
+            }
+        });
+        for k in 0..n {
+            let done = consumer.recv().unwrap();
+            assert_eq!(done.seq, k as u64);
+            input.push(done.into_batch());
+        }
+    });
+    let elapsed = t.elapsed();
+    runner.close();
+    elapsed
+}
+
+fn bench(c: &mut Criterion) {
+    let (schema, fields) = Fields::schema();
+    let mut group = c.benchmark_group("stream");
+    group
+        .throughput(Throughput::Elements(ROWS as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    let plain: fn(PipelineBuilder) -> PipelineBuilder = |b| b;
+    let split: fn(PipelineBuilder) -> PipelineBuilder = |b| b.min_parallel_work(0);
+    for batch in [4_096, 65_536] {
+        let mut input = batches(&fields, &schema, batch);
+        for (suffix, configure) in [("", plain), ("_split", split)] {
+            let gw = Gw::build(&fields, &schema, configure);
+            group.bench_function(BenchmarkId::new(format!("run{suffix}"), batch), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        gw.reset();
+                        input.iter_mut().for_each(|b| reset(&fields, b));
+                        let t = Instant::now();
+                        for b in input.iter_mut() {
+                            gw.pipeline.run(b).unwrap();
+                        }
+                        total += t.elapsed();
+                    }
+                    total
+                })
+            });
+            group.bench_function(BenchmarkId::new(format!("stream{suffix}"), batch), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        gw.reset();
+                        input.iter_mut().for_each(|b| reset(&fields, b));
+                        total += through_stream(&gw.pipeline, &mut input);
+                    }
+                    total
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
