@@ -227,7 +227,7 @@ pub struct BevyPeer {
 }
 
 impl BevyPeer {
-    pub fn new(parallel: bool) -> Box<dyn Peer> {
+    pub fn boxed(parallel: bool) -> Box<dyn Peer> {
         let mut single = Gw::new(parallel);
         single.ensure(1);
         Box::new(BevyPeer { parallel, batch: Gw::new(parallel), single, single_mode: false })

@@ -152,12 +152,8 @@ pub struct DynChain {
 }
 
 impl DynChain {
-    pub fn new() -> Box<dyn Peer> {
-        Box::new(DynChain {
-            used: Rc::new(RefCell::new([0; ROUTES])),
-            metrics: Rc::default(),
-            chain: None,
-        })
+    pub fn boxed() -> Box<dyn Peer> {
+        Box::new(DynChain { used: Rc::new(RefCell::new([0; ROUTES])), metrics: Rc::default(), chain: None })
     }
 }
 

@@ -52,16 +52,16 @@ const KEYS: &str = "hand, mware-1t-static, mware-1t-boxed, mware-nt-static, mwar
 fn peers(all_threads_flag: usize, all_threads: usize) -> Vec<Box<dyn Peer>> {
     use mware_peer::MwarePeer;
     vec![
-        mware_peer::HandFused::new(),
-        MwarePeer::new("mware-1t-static", Composition::Static, 1, all_threads),
-        MwarePeer::new("mware-1t-boxed", Composition::Boxed, 1, all_threads),
-        MwarePeer::new("mware-nt-static", Composition::Static, all_threads_flag, all_threads),
-        MwarePeer::new("mware-nt-boxed", Composition::Boxed, all_threads_flag, all_threads),
+        mware_peer::HandFused::boxed(),
+        MwarePeer::boxed("mware-1t-static", Composition::Static, 1, all_threads),
+        MwarePeer::boxed("mware-1t-boxed", Composition::Boxed, 1, all_threads),
+        MwarePeer::boxed("mware-nt-static", Composition::Static, all_threads_flag, all_threads),
+        MwarePeer::boxed("mware-nt-boxed", Composition::Boxed, all_threads_flag, all_threads),
         tower_peer::rc(),
         tower_peer::arc(),
-        dynchain::DynChain::new(),
-        bevy_peer::BevyPeer::new(false),
-        bevy_peer::BevyPeer::new(true),
+        dynchain::DynChain::boxed(),
+        bevy_peer::BevyPeer::boxed(false),
+        bevy_peer::BevyPeer::boxed(true),
     ]
 }
 
@@ -109,6 +109,13 @@ struct Results {
     lat_sum: Option<Checksum>,
     thr_ok: bool,
     lat_ok: bool,
+}
+
+/// The machine's load (other work on a shared machine skews every figure).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn median(times: &mut [Duration]) -> Duration {
@@ -161,6 +168,7 @@ fn main() -> ExitCode {
         "gateway-8 peers: rows={} batch={} seed={} repeat={} threads(all)={} latency-rows={}",
         args.rows, args.batch, args.seed, args.repeat, all_threads, latency_rows
     );
+    println!("load average before: {}", loadavg());
     println!("reference (hand_fused), throughput run: {thr_ref}");
     if args.seed == 42 && args.rows == 1 << 20 {
         let ok = thr_ref.to_string() == TEST_VECTOR;
@@ -215,6 +223,7 @@ fn main() -> ExitCode {
         }
     }
 
+    println!("load average after: {}", loadavg());
     println!();
     let mut all_ok = true;
     for r in &results {

@@ -23,7 +23,12 @@ pub struct MwarePeer {
 }
 
 impl MwarePeer {
-    pub fn new(key: &'static str, composition: Composition, threads: usize, all_threads: usize) -> Box<dyn Peer> {
+    pub fn boxed(
+        key: &'static str,
+        composition: Composition,
+        threads: usize,
+        all_threads: usize,
+    ) -> Box<dyn Peer> {
         let (schema, fields) = Fields::schema();
         let batch = Batch::new(&schema);
         Box::new(MwarePeer { key, composition, threads, all_threads, schema, fields, gw: None, batch })
@@ -43,6 +48,34 @@ impl MwarePeer {
         b.column_mut(f.route)?.copy_from_slice(&cols.route[first..first + n]);
         b.column_mut(f.payload_len)?.copy_from_slice(&cols.payload_len[first..first + n]);
         b.column_mut(f.ts_ns)?.copy_from_slice(&cols.ts_ns[first..first + n]);
+        Ok(())
+    }
+
+    /// Row `i` of `cols` alone through the pipeline, as a latency-minded
+    /// user would: one recycled batch of one row, its control state reset,
+    /// the inputs written and the outputs zeroed through the field handles.
+    #[inline]
+    fn one(&mut self, cols: &mut Columns, i: usize) -> mware::Result<()> {
+        let (f, b) = (&self.fields, &mut self.batch);
+        if b.len() != 1 {
+            b.clear();
+            b.resize(1);
+        }
+        b.reset_control();
+        b.column_mut(f.user_id)?[0] = cols.user_id[i];
+        b.column_mut(f.token)?[0] = cols.token[i];
+        b.column_mut(f.route)?[0] = cols.route[i];
+        b.column_mut(f.payload_len)?[0] = cols.payload_len[i];
+        b.column_mut(f.ts_ns)?[0] = cols.ts_ns[i];
+        b.column_mut(f.cost)?[0] = 0;
+        b.column_mut(f.score)?[0] = 0.0;
+        b.column_mut(f.latency_ns)?[0] = 0;
+        let gw = &self.gw.as_ref().expect("reset first").1;
+        gw.pipeline.run(b)?;
+        cols.status[i] = b.states()[0].status();
+        cols.cost[i] = b.column(f.cost)?[0];
+        cols.score[i] = b.column(f.score)?[0];
+        cols.latency_ns[i] = b.column(f.latency_ns)?[0];
         Ok(())
     }
 
@@ -103,10 +136,7 @@ impl Peer for MwarePeer {
     fn singles(&mut self, cols: &mut Columns) -> Duration {
         let t = Instant::now();
         for i in 0..cols.len() {
-            self.fill(cols, i, 1).expect("fill");
-            let gw = &self.gw.as_ref().expect("reset first").1;
-            gw.pipeline.run(&mut self.batch).expect("run");
-            self.read(cols, i).expect("read");
+            self.one(cols, i).expect("single request");
         }
         t.elapsed()
     }
@@ -122,7 +152,7 @@ pub struct HandFused {
 }
 
 impl HandFused {
-    pub fn new() -> Box<dyn Peer> {
+    pub fn boxed() -> Box<dyn Peer> {
         Box::new(HandFused { state: Gateway::new(1), one: Columns::generate(0, 0, 1) })
     }
 }
@@ -151,7 +181,10 @@ impl Peer for HandFused {
             one.route[0] = cols.route[i];
             one.payload_len[0] = cols.payload_len[i];
             one.ts_ns[0] = cols.ts_ns[i];
-            one.reset_outputs();
+            one.status[0] = 0;
+            one.cost[0] = 0;
+            one.score[0] = 0.0;
+            one.latency_ns[0] = 0;
             hand_fused(one, &mut self.state);
             cols.status[i] = one.status[0];
             cols.cost[i] = one.cost[0];
