@@ -54,6 +54,7 @@ impl FieldUse {
 /// worker. Opaque: only the executor builds it.
 pub struct ColumnTable<'r> {
     pub(crate) schema: &'r Schema,
+    /// Base pointer of each field's hot column, by field position.
     pub(crate) hot: &'r [SendPtr<u8>],
     pub(crate) cold: &'r [SendPtr<dyn ColdStore>],
     pub(crate) states: SendPtr<RowState>,
@@ -80,9 +81,11 @@ unsafe impl<T: ?Sized> Send for SendPtr<T> {}
 unsafe impl<T: ?Sized> Sync for SendPtr<T> {}
 
 impl<'r> ColumnTable<'r> {
+    /// `hot` is indexed by field position (cold fields hold null), so this
+    /// is one load.
+    #[inline(always)]
     fn hot_ptr<T>(&self, field: FieldId) -> *mut T {
-        let slot = self.schema.fields()[field.index as usize].slot;
-        self.hot[slot].0.cast()
+        self.hot[field.index as usize].0.cast()
     }
 
     fn cold_ptr(&self, field: FieldId) -> *mut dyn ColdStore {

@@ -94,8 +94,6 @@ pub trait Half: Send + Sync + 'static {
     fn local(&self) -> Self::Local;
     #[doc(hidden)]
     fn enter<'a>(&'a self, local: &'a mut Self::Local) -> Self::Guard<'a>;
-    #[doc(hidden)]
-    fn finish(&self, local: &mut Self::Local);
     /// Runs the stage on row `row`.
     ///
     /// # Safety
@@ -116,7 +114,6 @@ impl Half for Nothing {
     fn resolve(&self, _: &ColumnTable<'_>) {}
     fn local(&self) {}
     fn enter<'a>(&'a self, _: &'a mut ()) {}
-    fn finish(&self, _: &mut ()) {}
     #[inline(always)]
     unsafe fn call(&self, _: (), _: &mut (), _: usize, _: &mut RowCtl) {}
 }
@@ -139,9 +136,6 @@ impl<S: RowStage> Half for S {
     #[inline(always)]
     fn enter<'a>(&'a self, local: &'a mut Self::Local) -> Self::Guard<'a> {
         self.policy().enter(local)
-    }
-    fn finish(&self, local: &mut Self::Local) {
-        self.policy().finish(local)
     }
     #[inline(always)]
     unsafe fn call(&self, ptrs: Self::Ptrs, guard: &mut Self::Guard<'_>, row: usize, ctl: &mut RowCtl) {
@@ -196,8 +190,6 @@ pub trait Layers: Send + Sync + 'static {
     fn locals(&self) -> Self::Locals;
     #[doc(hidden)]
     fn enter<'a>(&'a self, locals: &'a mut Self::Locals) -> Self::Guards<'a>;
-    #[doc(hidden)]
-    fn finish(&self, locals: &mut Self::Locals);
     /// Runs this layer and everything inside it on one row.
     ///
     /// # Safety
@@ -228,7 +220,6 @@ impl Layers for End {
     fn resolve(&self, _: &ColumnTable<'_>) {}
     fn locals(&self) {}
     fn enter<'a>(&'a self, _: &'a mut ()) {}
-    fn finish(&self, _: &mut ()) {}
     #[inline(always)]
     unsafe fn row<const FULL: bool, const PROF: bool>(
         &self,
@@ -288,11 +279,6 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
     #[inline(always)]
     fn enter<'a>(&'a self, l: &'a mut Self::Locals) -> Self::Guards<'a> {
         (self.0.before.enter(&mut l.0), self.0.after.enter(&mut l.1), self.1.enter(&mut l.2))
-    }
-    fn finish(&self, l: &mut Self::Locals) {
-        self.0.before.finish(&mut l.0);
-        self.0.after.finish(&mut l.1);
-        self.1.finish(&mut l.2);
     }
     #[inline(always)]
     unsafe fn row<const FULL: bool, const PROF: bool>(
@@ -560,10 +546,5 @@ impl<L: Layers> Unit for Chain<L> {
             self.run_protected(slots, walk, locals, run, names);
         }
         *run.sel = sel;
-    }
-
-    fn finish(&self, local: &mut dyn Any) {
-        let locals = local.downcast_mut::<L::Locals>().expect("locals made by this unit");
-        self.layers.finish(locals);
     }
 }

@@ -15,6 +15,7 @@ use crate::error::StageError;
 use crate::pipeline::Pipeline;
 use crate::plan::{Plan, Segment};
 use crate::report::{RunReport, SlotStats, StageReport};
+use crate::schema::Storage;
 use crate::unit::ChunkRun;
 
 /// Where a pipeline's runs execute.
@@ -87,7 +88,9 @@ impl Scratch {
 }
 
 pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
-    let started = Instant::now();
+    let prof = p.profiling.load(Ordering::Relaxed);
+    // Reading the clock costs as much as a one-row run: only when profiling.
+    let started = prof.then(Instant::now);
     let len = batch.len();
     let steps = p.serial.steps.len();
     let workers =
@@ -100,7 +103,10 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
     batch.own_slots(&p.written_hot);
     let parts = batch.parts();
     scratch.hot.clear();
-    scratch.hot.extend(parts.hot.iter_mut().map(|c| SendPtr(c.base_ptr())));
+    scratch.hot.extend(parts.schema.fields().iter().map(|f| match f.storage {
+        Storage::Hot { .. } => SendPtr(parts.hot[f.slot].base_ptr()),
+        Storage::Cold => SendPtr(std::ptr::null_mut()),
+    }));
     scratch.cold.clear();
     scratch.cold.extend(parts.cold.iter_mut().map(|c| SendPtr(&mut **c as *mut dyn ColdStore)));
     let table = ColumnTable {
@@ -112,7 +118,6 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
     };
 
     let plan = if workers > 1 { &p.parallel } else { &p.serial };
-    let prof = p.profiling.load(Ordering::Relaxed);
     let mut report = RunReport { rows: len, threads: workers, ..RunReport::default() };
     let ctx = RunCtx { p, plan, table: &table, prof };
     for seg in &plan.segments {
@@ -131,20 +136,14 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
         collect_profile(plan, &mut scratch.workers[..workers], &mut report);
     }
 
-    // Merge reductions in worker order, then file the rows' errors.
     for w in &mut scratch.workers[..workers] {
-        for (unit, local) in p.units.iter().zip(&mut w.locals) {
-            unit.finish(&mut **local);
-        }
         w.arena.reset();
-    }
-    for w in &mut scratch.workers[..workers] {
         for (row, e) in w.errors.drain(..) {
             parts.errors.insert(row, e);
         }
     }
     p.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
-    report.elapsed = started.elapsed();
+    report.elapsed = started.map_or(Duration::ZERO, |t| t.elapsed());
     report
 }
 

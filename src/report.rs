@@ -14,7 +14,7 @@ pub struct RunReport {
     pub chunks: usize,
     /// Worker threads used (1 = the calling thread only).
     pub threads: usize,
-    /// Wall time of the run.
+    /// Wall time of the run (measured only while profiling; zero otherwise).
     pub elapsed: Duration,
     /// Per stage, in execution order (empty unless profiling is on).
     pub stages: Vec<StageReport>,

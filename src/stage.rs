@@ -69,7 +69,7 @@ pub struct StageMeta {
 /// let handle = counter.state();
 /// assert_eq!(*handle.lock(), 0);
 /// ```
-pub struct StateHandle<S>(Arc<Mutex<S>>);
+pub struct StateHandle<S>(Arc<dyn StateSource<S>>);
 
 impl<S> Clone for StateHandle<S> {
     fn clone(&self) -> Self {
@@ -77,21 +77,34 @@ impl<S> Clone for StateHandle<S> {
     }
 }
 
-impl<S> StateHandle<S> {
-    fn new(state: S) -> Self {
-        StateHandle(Arc::new(Mutex::new(state)))
-    }
+/// Where a handle's state lives: a sequential stage's mutex, or a
+/// reduction's total, which folds the workers' pending partials in first.
+trait StateSource<S>: Send + Sync {
+    fn lock(&self) -> MutexGuard<'_, S>;
+}
 
+impl<S: Send> StateSource<S> for Mutex<S> {
+    fn lock(&self) -> MutexGuard<'_, S> {
+        Mutex::lock(self).unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<S> StateHandle<S> {
     /// Locks the state. A stage that panicked while holding it does not
-    /// poison it: the state is handed out as the stage left it.
+    /// poison it: the state is handed out as the stage left it. For a
+    /// reduction, every partial folded so far is merged in first.
     pub fn lock(&self) -> MutexGuard<'_, S> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.lock()
     }
 
     /// Replaces the state, returning the old one.
     pub fn replace(&self, state: S) -> S {
         std::mem::replace(&mut *self.lock(), state)
     }
+}
+
+fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How a stage keeps state; one of [`Stateless`], [`Owned`] or [`Partial`].
@@ -110,8 +123,6 @@ pub trait StatePolicy: Send + Sync + 'static {
     fn enter<'a>(&'a self, local: &'a mut Self::Local) -> Self::Guard<'a>;
     /// The state inside a guard.
     fn state<'g>(guard: &'g mut Self::Guard<'_>) -> &'g mut Self::State;
-    /// Ends a run for one worker (a reduction merges its partial).
-    fn finish(&self, local: &mut Self::Local);
 }
 
 /// No state: the stage is parallel.
@@ -129,11 +140,16 @@ impl StatePolicy for Stateless {
     fn state<'g>(guard: &'g mut ()) -> &'g mut () {
         guard
     }
-    fn finish(&self, _: &mut ()) {}
 }
 
 /// State owned by a sequential stage, locked once per chunk.
-pub struct Owned<S>(StateHandle<S>);
+pub struct Owned<S>(Arc<Mutex<S>>);
+
+impl<S: Send + 'static> Owned<S> {
+    fn new(state: S) -> Self {
+        Owned(Arc::new(Mutex::new(state)))
+    }
+}
 
 impl<S: Send + 'static> StatePolicy for Owned<S> {
     type Local = ();
@@ -143,21 +159,50 @@ impl<S: Send + 'static> StatePolicy for Owned<S> {
     fn local(&self) {}
     #[inline(always)]
     fn enter<'a>(&'a self, _: &'a mut ()) -> MutexGuard<'a, S> {
-        self.0.lock()
+        lock(&self.0)
     }
     #[inline(always)]
     fn state<'g>(guard: &'g mut MutexGuard<'_, S>) -> &'g mut S {
         guard
     }
-    fn finish(&self, _: &mut ()) {}
 }
 
-/// A reduction: a partial per worker, started from `init` and merged into
-/// the total with `merge`.
-pub struct Partial<P, M> {
-    total: StateHandle<P>,
+/// A reduction: a partial per worker, started from `init` and folded into
+/// the total with `merge` when the total is read. Each worker's partial is
+/// locked once per chunk; runs never pay for merging.
+pub struct Partial<P, M>(Arc<Reducer<P, M>>);
+
+struct Reducer<P, M> {
+    total: Mutex<P>,
+    partials: Mutex<Vec<Arc<Mutex<P>>>>,
     init: P,
     merge: M,
+}
+
+impl<P, M> StateSource<P> for Reducer<P, M>
+where
+    P: Clone + Send + Sync,
+    M: Fn(&mut P, &P) + Send + Sync,
+{
+    fn lock(&self) -> MutexGuard<'_, P> {
+        let mut total = lock(&self.total);
+        // Partials are merged in the order the workers were created, so a
+        // merge that is associative and commutative gives the same total
+        // whatever the thread count.
+        for part in lock(&self.partials).iter() {
+            let mut part = lock(part);
+            (self.merge)(&mut total, &part);
+            part.clone_from(&self.init);
+        }
+        total
+    }
+}
+
+impl<P: Clone, M> Partial<P, M> {
+    fn new(init: P, merge: M) -> Self {
+        let total = Mutex::new(init.clone());
+        Partial(Arc::new(Reducer { total, partials: Mutex::new(Vec::new()), init, merge }))
+    }
 }
 
 impl<P, M> StatePolicy for Partial<P, M>
@@ -165,24 +210,22 @@ where
     P: Clone + Send + Sync + 'static,
     M: Fn(&mut P, &P) + Send + Sync + 'static,
 {
-    type Local = P;
-    type Guard<'a> = &'a mut P;
+    type Local = Arc<Mutex<P>>;
+    type Guard<'a> = MutexGuard<'a, P>;
     type State = P;
     const KIND: Kind = Kind::Reduction;
-    fn local(&self) -> P {
-        self.init.clone()
+    fn local(&self) -> Arc<Mutex<P>> {
+        let part = Arc::new(Mutex::new(self.0.init.clone()));
+        lock(&self.0.partials).push(part.clone());
+        part
     }
     #[inline(always)]
-    fn enter<'a>(&'a self, local: &'a mut P) -> &'a mut P {
-        local
+    fn enter<'a>(&'a self, local: &'a mut Arc<Mutex<P>>) -> MutexGuard<'a, P> {
+        lock(local)
     }
     #[inline(always)]
-    fn state<'g>(guard: &'g mut &mut P) -> &'g mut P {
+    fn state<'g>(guard: &'g mut MutexGuard<'_, P>) -> &'g mut P {
         guard
-    }
-    fn finish(&self, local: &mut P) {
-        (self.merge)(&mut self.total.lock(), local);
-        local.clone_from(&self.init);
     }
 }
 
@@ -283,17 +326,21 @@ impl<A, P, F> RowFn<A, P, F> {
     }
 }
 
-impl<A, S, F> RowFn<A, Owned<S>, F> {
+impl<A, S: Send + 'static, F> RowFn<A, Owned<S>, F> {
     /// A handle on the stage's state.
     pub fn state(&self) -> StateHandle<S> {
-        self.policy.0.clone()
+        StateHandle(self.policy.0.clone())
     }
 }
 
-impl<A, P, M, F> RowFn<A, Partial<P, M>, F> {
-    /// A handle on the reduction's merged total.
+impl<A, P, M, F> RowFn<A, Partial<P, M>, F>
+where
+    P: Clone + Send + Sync + 'static,
+    M: Fn(&mut P, &P) + Send + Sync + 'static,
+{
+    /// A handle on the reduction's total.
     pub fn total(&self) -> StateHandle<P> {
-        self.policy.total.clone()
+        StateHandle(self.policy.0.clone())
     }
 }
 
@@ -358,13 +405,7 @@ where
     S: Send + 'static,
     F: Fn(&mut S, RowOf<'_, A>, &mut RowCtl) + Send + Sync + 'static,
 {
-    RowFn {
-        name: name.into(),
-        access,
-        policy: Owned(StateHandle::new(state)),
-        rejects: false,
-        f: WithState(f),
-    }
+    RowFn { name: name.into(), access, policy: Owned::new(state), rejects: false, f: WithState(f) }
 }
 
 /// A per-row reduction: each worker folds rows into its own copy of `init`;
@@ -384,14 +425,7 @@ where
     F: Fn(&mut P, RowOf<'_, A>, &mut RowCtl) + Send + Sync + 'static,
     M: Fn(&mut P, &P) + Send + Sync + 'static,
 {
-    let total = StateHandle::new(init.clone());
-    RowFn {
-        name: name.into(),
-        access,
-        policy: Partial { total, init, merge },
-        rejects: false,
-        f: WithState(f),
-    }
+    RowFn { name: name.into(), access, policy: Partial::new(init, merge), rejects: false, f: WithState(f) }
 }
 
 /// Which rows of a chunk a stage should process.
@@ -513,14 +547,18 @@ impl<A, P, F> ChunkFn<A, P, F> {
     }
 }
 
-impl<A, S, F> ChunkFn<A, Owned<S>, F> {
+impl<A, S: Send + 'static, F> ChunkFn<A, Owned<S>, F> {
     /// A handle on the stage's state.
     pub fn state(&self) -> StateHandle<S> {
         self.inner.state()
     }
 }
 
-impl<A, P, M, F> ChunkFn<A, Partial<P, M>, F> {
+impl<A, P, M, F> ChunkFn<A, Partial<P, M>, F>
+where
+    P: Clone + Send + Sync + 'static,
+    M: Fn(&mut P, &P) + Send + Sync + 'static,
+{
     /// A handle on the reduction's merged total.
     pub fn total(&self) -> StateHandle<P> {
         self.inner.total()
@@ -580,7 +618,7 @@ where
     S: Send + 'static,
     F: Fn(&mut S, SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
 {
-    let policy = Owned(StateHandle::new(state));
+    let policy = Owned::new(state);
     ChunkFn {
         inner: RowFn { name: name.into(), access, policy, rejects: false, f: WithState(f) },
         whole: false,
@@ -601,7 +639,7 @@ where
     F: Fn(&mut P, SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
     M: Fn(&mut P, &P) + Send + Sync + 'static,
 {
-    let policy = Partial { total: StateHandle::new(init.clone()), init, merge };
+    let policy = Partial::new(init, merge);
     ChunkFn {
         inner: RowFn { name: name.into(), access, policy, rejects: false, f: WithState(f) },
         whole: false,
@@ -617,7 +655,7 @@ where
     S: Send + 'static,
     F: Fn(&mut S, SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
 {
-    let policy = Owned(StateHandle::new(state));
+    let policy = Owned::new(state);
     ChunkFn {
         inner: RowFn { name: name.into(), access, policy, rejects: false, f: WithState(f) },
         whole: true,

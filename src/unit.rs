@@ -184,8 +184,6 @@ pub trait Unit: Send + Sync {
         run: &mut ChunkRun<'_>,
         names: &[Option<Arc<str>>],
     );
-    /// Ends a run for one worker's scratch (merges reductions).
-    fn finish(&self, local: &mut dyn Any);
 }
 
 /// A chunk stage behind a vtable, one half of a [`ChunkLayer`].
@@ -201,7 +199,6 @@ trait ChunkStep: Send + Sync {
         run: &mut ChunkRun<'_>,
         name: &Arc<str>,
     );
-    fn finish(&self, local: &mut dyn Any);
 }
 
 impl<S: ChunkStage> ChunkStep for S {
@@ -292,11 +289,6 @@ impl<S: ChunkStage> ChunkStep for S {
         }
         *run.sel = sel;
     }
-
-    fn finish(&self, local: &mut dyn Any) {
-        let local = local.downcast_mut::<<S::Policy as StatePolicy>::Local>().expect("own local");
-        self.policy().finish(local);
-    }
 }
 
 /// One layer of chunk stages: each half is its own pass over the chunk.
@@ -350,15 +342,6 @@ impl Unit for ChunkLayer {
             };
             let visible = if slot == 0 { Visible::Live } else { Visible::After(depth) };
             step.run(local, slot, visible, depth, run, &stage_name(names, slot));
-        }
-    }
-
-    fn finish(&self, local: &mut dyn Any) {
-        let locals = local.downcast_mut::<[Option<Box<dyn Any + Send>>; 2]>().expect("own locals");
-        for (step, local) in self.halves().into_iter().zip(locals.iter_mut()) {
-            if let (Some(step), Some(local)) = (step, local.as_deref_mut()) {
-                step.finish(local);
-            }
         }
     }
 }

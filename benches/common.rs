@@ -1,0 +1,72 @@
+//! Shared set-up for the benches: gateway-8 batches and a timed loop.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use mware::Batch;
+use mware::gateway8::{Columns, Fields, Gateway, GatewayPipeline};
+
+/// Rows every throughput iteration processes.
+pub const ROWS: usize = 1 << 20;
+/// The workload's seed.
+pub const SEED: u64 = 42;
+
+/// The input as hand-loop columns, in batches of `batch` rows.
+pub fn hand_batches(batch: usize) -> Vec<Columns> {
+    (0..ROWS)
+        .step_by(batch)
+        .map(|first| Columns::generate(SEED, first as u64, batch.min(ROWS - first)))
+        .collect()
+}
+
+/// The input as mware batches of `batch` rows.
+pub fn mware_batches(fields: &Fields, schema: &mware::Schema, batch: usize) -> Vec<Batch> {
+    (0..ROWS)
+        .step_by(batch)
+        .map(|first| {
+            let mut b = Batch::new(schema);
+            fields.fill(&mut b, SEED, first as u64, batch.min(ROWS - first)).unwrap();
+            b
+        })
+        .collect()
+}
+
+/// Puts a processed batch back to its input state.
+pub fn reset(fields: &Fields, b: &mut Batch) {
+    b.reset_control();
+    b.column_mut(fields.cost).unwrap().fill(0);
+    b.column_mut(fields.score).unwrap().fill(0.0);
+    b.column_mut(fields.latency_ns).unwrap().fill(0);
+}
+
+/// `iters` timed passes of the hand loop `f` over all batches (resets are
+/// not timed).
+pub fn time_hand(iters: u64, hand: &mut [Columns], f: fn(&mut Columns, &mut Gateway)) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let mut g = Gateway::new(ROWS as u64);
+        hand.iter_mut().for_each(Columns::reset_outputs);
+        let t = Instant::now();
+        for cols in hand.iter_mut() {
+            f(cols, &mut g);
+        }
+        total += t.elapsed();
+    }
+    total
+}
+
+/// `iters` timed passes of a gateway pipeline over all batches.
+pub fn time_mware(iters: u64, gw: &GatewayPipeline, fields: &Fields, batches: &mut [Batch]) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        gw.reset();
+        batches.iter_mut().for_each(|b| reset(fields, b));
+        let t = Instant::now();
+        for b in batches.iter_mut() {
+            gw.pipeline.run(b).unwrap();
+        }
+        total += t.elapsed();
+    }
+    total
+}
