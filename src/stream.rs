@@ -161,6 +161,7 @@ impl StreamBuilder {
                 slots: VecDeque::with_capacity(self.capacity),
                 next_dispatch: 0,
                 jobs: Some(jobs_tx),
+                waiting: 0,
             }),
             room: Condvar::new(),
             lane: Lane::new(ordered && workers > 1),
@@ -406,7 +407,7 @@ impl Producer {
             if a.in_flight < self.shared.capacity {
                 break;
             }
-            a = self.shared.room.wait(a).unwrap_or_else(|e| e.into_inner());
+            a = self.shared.wait_for_room(a);
         }
         Ok(self.shared.accept_next(&mut a, batch))
     }
@@ -443,7 +444,7 @@ impl Producer {
             if a.in_flight < self.shared.capacity {
                 break;
             }
-            a = self.shared.room.wait(a).unwrap_or_else(|e| e.into_inner());
+            a = self.shared.wait_for_room(a);
         }
         let seq = a.next_seq;
         a.next_seq += 1;
@@ -881,6 +882,9 @@ struct Admit {
     next_dispatch: u64,
     /// `None` once closed: workers drain the queue and stop.
     jobs: Option<Sender<Job>>,
+    /// Producers waiting for room (a notify is a system call; skip it when
+    /// nobody waits).
+    waiting: usize,
 }
 
 enum Slot {
@@ -919,8 +923,20 @@ impl Drop for Credit {
 
 impl Shared {
     fn release(&self) {
-        lock(&self.admit).in_flight -= 1;
-        self.room.notify_one();
+        let mut a = lock(&self.admit);
+        a.in_flight -= 1;
+        let wake = a.waiting > 0;
+        drop(a);
+        if wake {
+            self.room.notify_one();
+        }
+    }
+
+    fn wait_for_room<'a>(&self, mut a: MutexGuard<'a, Admit>) -> MutexGuard<'a, Admit> {
+        a.waiting += 1;
+        let mut a = self.room.wait(a).unwrap_or_else(|e| e.into_inner());
+        a.waiting -= 1;
+        a
     }
 
     /// Accepts `batch` under the next sequence number (room checked).
@@ -976,8 +992,10 @@ impl Shared {
                 }
             }
         }
-        for _ in 0..freed {
-            self.room.notify_one();
+        if a.waiting > 0 {
+            for _ in 0..freed {
+                self.room.notify_one();
+            }
         }
     }
 }
