@@ -1,0 +1,2 @@
+//! Replay from a mapped Arrow file vs from memory.
+fn main() {}

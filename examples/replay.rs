@@ -1,0 +1,2 @@
+//! Replays a gateway-8 request log (an Arrow IPC file) through the pipeline.
+fn main() {}
