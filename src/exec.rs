@@ -120,7 +120,13 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
     let plan = if workers > 1 { &p.parallel } else { &p.serial };
     let mut report = RunReport { rows: len, threads: workers, ..RunReport::default() };
     let ctx = RunCtx { p, plan, table: &table, prof };
+    #[cfg(feature = "tracing")]
+    let run_span = crate::report::trace::run(plan, len, workers);
+    #[cfg(feature = "tracing")]
+    let _in_run = run_span.enter();
     for seg in &plan.segments {
+        #[cfg(feature = "tracing")]
+        let _in_segment = crate::report::trace::segment(plan, seg, len).entered();
         let ws = &mut scratch.workers[..workers];
         let t = prof.then(Instant::now);
         report.chunks += if workers > 1 && !seg.barrier {
@@ -144,6 +150,8 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
     }
     p.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
     report.elapsed = started.map_or(Duration::ZERO, |t| t.elapsed());
+    #[cfg(feature = "tracing")]
+    crate::report::trace::finish(&run_span, &report, batch);
     report
 }
 

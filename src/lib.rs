@@ -62,6 +62,7 @@ mod control;
 mod error;
 mod exec;
 pub mod gateway8;
+pub mod monitor;
 mod pipeline;
 mod plan;
 mod report;
@@ -79,7 +80,7 @@ pub use control::{MAX_DEPTH, Outcome, RowCtl, RowState};
 pub use error::{Error, Result, StageError};
 pub use pipeline::{DEFAULT_MIN_PARALLEL_WORK, Pipeline, PipelineBuilder, Stage};
 pub use plan::{Group, Plan, Segment, Step};
-pub use report::{RunReport, StageReport};
+pub use report::{GroupReport, RunReport, StageReport};
 pub use schema::{Field, FieldInfo, Schema, SchemaBuilder, Storage};
 pub use stage::{Kind, RowStage, Rows, Selection, StageMeta, StateHandle};
 
