@@ -137,7 +137,7 @@ impl StatePolicy for Stateless {
     #[inline(always)]
     fn enter<'a>(&'a self, _: &'a mut ()) {}
     #[inline(always)]
-    fn state<'g>(guard: &'g mut ()) -> &'g mut () {
+    fn state(guard: &mut ()) -> &mut () {
         guard
     }
 }
