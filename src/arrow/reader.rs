@@ -323,6 +323,10 @@ impl MappedFile {
             cut: None,
         };
         let mut have_schema = false;
+        // Writers pad the magic to 8 bytes or more (arrow-rs and mware: 64).
+        while pos + 8 <= end && bytes[pos..pos + 8] == [0; 8] {
+            pos += 8;
+        }
         loop {
             if pos + 8 > end {
                 if pos < end {
