@@ -507,9 +507,13 @@ impl<L: Layers> Chain<L> {
         // the row runs, and the stages' column references for the row live
         // only inside `row`.
         unsafe {
-            let mut ctl = RowCtl::new(*states.0.add(row), row);
+            let state = *states.0.add(row);
+            let mut ctl = RowCtl::new(state, row);
             self.layers.row::<FULL, PROF>(ptrs, guards, env, &mut ctl, 0);
-            *states.0.add(row) = ctl.state;
+            // Most stages leave most rows as they were: skip the store then.
+            if ctl.state != state {
+                *states.0.add(row) = ctl.state;
+            }
         }
     }
 }

@@ -137,6 +137,13 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
         if let Some(t) = t {
             report.segments.push(t.elapsed());
         }
+        // File errors after every segment: within one, a row belongs to one
+        // worker, so a row failed twice keeps its last error.
+        for w in &mut scratch.workers[..workers] {
+            for (row, e) in w.errors.drain(..) {
+                parts.errors.insert(row, e);
+            }
+        }
     }
     if prof {
         collect_profile(plan, &mut scratch.workers[..workers], &mut report);
@@ -144,9 +151,6 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
 
     for w in &mut scratch.workers[..workers] {
         w.arena.reset();
-        for (row, e) in w.errors.drain(..) {
-            parts.errors.insert(row, e);
-        }
     }
     p.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
     report.elapsed = started.map_or(Duration::ZERO, |t| t.elapsed());
