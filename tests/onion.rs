@@ -638,12 +638,6 @@ fn build(
 // ---------------------------------------------------------------------------
 // Checking.
 
-/// Whether to accept a row's *earlier* error in place of its last one on two
-/// threads: a known bug, reproduced by the ignored test
-/// `bug_a_row_failed_twice_keeps_its_last_error` (tests/panics.rs). Set to
-/// `false` once it is fixed.
-const TOLERATE_STALE_ERRORS: bool = true;
-
 struct Expected {
     batches: Vec<Vec<Req>>,
     states: Vec<(String, u64)>,
@@ -722,15 +716,7 @@ fn check(case: &Case, modes: &[Mode]) -> Result<(), TestCaseError> {
                 let report = pipeline.run(&mut batch).expect("run");
                 let want = &expected.batches[bi];
                 for (row, want) in want.iter().enumerate() {
-                    let mut got = req_of(&batch, &f, row);
-                    if TOLERATE_STALE_ERRORS && threads > 1 && got != *want && got.error != want.error {
-                        // Known bug (see `bug_a_row_failed_twice_keeps_its_last_error`
-                        // in tests/panics.rs): with several workers and several
-                        // segments, a row failed twice may keep its first error.
-                        if got.error.as_ref().is_some_and(|e| want.past_errors.contains(e)) {
-                            got.error = want.error.clone();
-                        }
-                    }
+                    let got = req_of(&batch, &f, row);
                     if got != *want {
                         let trace = retrace(case, &ls, mode, threads, bi, row);
                         prop_assert_eq!(

@@ -442,18 +442,13 @@ fn non_string_panic_payloads_fail_their_row() {
 }
 
 /// A row that fails twice — deep inside, then again in an outer
-/// after-stage — must end with the error of its last failure, the one that
-/// matches its outcome's depth.
-///
-/// Bug: with two threads and a barrier between the two failures (a
-/// whole-batch after-stage here), the batch keeps the *first* error for
-/// rows whose two failures ran on different workers: `exec::run` files the
-/// workers' error lists one worker after the other at the end of the run,
-/// so a later failure filed by worker 0 is overwritten by an earlier one
-/// filed by worker 1.
+/// after-stage — ends with the error of its last failure, the one that
+/// matches its outcome's depth, even when a barrier (a whole-batch stage)
+/// separates the two failures and two workers ran them. (Regression test:
+/// errors used to be filed worker by worker at the end of the run, so the
+/// first error could win.)
 #[test]
-#[ignore = "bug: a row failed twice across segments keeps its first error on 2 threads (exec::run files errors per worker, not in order)"]
-fn bug_a_row_failed_twice_keeps_its_last_error() {
+fn a_row_failed_twice_keeps_its_last_error() {
     let f = fields();
     for attempt in 0..5 {
         let outer = stage::parallel("outer", Read(f.id), |_: &u32, ctl: &mut RowCtl| ctl.fail("outer"));
