@@ -149,19 +149,28 @@ impl<S: RowStage> Half for S {
 pub struct RowEnv<'r> {
     trap: &'r Cell<Option<(usize, usize, RowState)>>,
     stats: &'r mut [SlotStats],
-    base: u16,
-    layers: usize,
-    slots: Range<usize>,
     errors: &'r mut Vec<(usize, StageError)>,
     names: &'r [Option<Arc<str>>],
 }
 
-impl RowEnv<'_> {
-    #[inline(always)]
-    fn has(&self, slot: usize) -> bool {
-        self.slots.start <= slot && slot < self.slots.end
-    }
+/// The loop-invariant part of a walk, passed by value so it stays in
+/// registers (the mutable [`RowEnv`] escapes into the cold error path).
+#[derive(Clone, Copy)]
+pub struct RowPlan {
+    base: u16,
+    layers: usize,
+    lo: usize,
+    hi: usize,
+}
 
+impl RowPlan {
+    #[inline(always)]
+    fn has(self, slot: usize) -> bool {
+        self.lo <= slot && slot < self.hi
+    }
+}
+
+impl RowEnv<'_> {
     #[cold]
     #[inline(never)]
     fn record(&mut self, slot: usize, row: usize, message: String) {
@@ -195,11 +204,13 @@ pub trait Layers: Send + Sync + 'static {
     /// # Safety
     /// As for [`Half::call`].
     #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn row<const FULL: bool, const PROF: bool>(
         &self,
         ptrs: &Self::Ptrs,
         guards: &mut Self::Guards<'_>,
         env: &mut RowEnv<'_>,
+        plan: RowPlan,
         ctl: &mut RowCtl,
         level: usize,
     );
@@ -226,6 +237,7 @@ impl Layers for End {
         _: &(),
         _: &mut (),
         _: &mut RowEnv<'_>,
+        _: RowPlan,
         _: &mut RowCtl,
         _: usize,
     ) {
@@ -239,10 +251,10 @@ unsafe fn step<H: Half, const PROF: bool>(
     guard: &mut H::Guard<'_>,
     env: &mut RowEnv<'_>,
     ctl: &mut RowCtl,
-    level: usize,
+    depth: u16,
     slot: usize,
 ) {
-    ctl.depth = env.base + level as u16;
+    ctl.depth = depth;
     // The trap is forgotten unless the stage unwinds: on the normal path it
     // costs nothing, and `ctl` stays in registers.
     let trap = Trap { cell: env.trap, row: ctl.row, slot, state: ctl.state };
@@ -286,20 +298,22 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         p: &Self::Ptrs,
         g: &mut Self::Guards<'_>,
         env: &mut RowEnv<'_>,
+        plan: RowPlan,
         ctl: &mut RowCtl,
         level: usize,
     ) {
+        let depth = plan.base + level as u16;
         let before_slot = level;
-        let after_slot = 2 * env.layers - 1 - level;
-        if B::PRESENT && (FULL || env.has(before_slot)) && ctl.state.is_live() {
+        let after_slot = 2 * plan.layers - 1 - level;
+        if B::PRESENT && (FULL || plan.has(before_slot)) && ctl.state.is_live() {
             // SAFETY: forwarded from the caller's contract.
-            unsafe { step::<B, PROF>(&self.0.before, p.0, &mut g.0, env, ctl, level, before_slot) };
+            unsafe { step::<B, PROF>(&self.0.before, p.0, &mut g.0, env, ctl, depth, before_slot) };
         }
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.1.row::<FULL, PROF>(&p.2, &mut g.2, env, ctl, level + 1) };
-        if A::PRESENT && (FULL || env.has(after_slot)) && ctl.state.reaches_after(env.base + level as u16) {
+        unsafe { self.1.row::<FULL, PROF>(&p.2, &mut g.2, env, plan, ctl, level + 1) };
+        if A::PRESENT && (FULL || plan.has(after_slot)) && ctl.state.reaches_after(depth) {
             // SAFETY: forwarded from the caller's contract.
-            unsafe { step::<A, PROF>(&self.0.after, p.1, &mut g.1, env, ctl, level, after_slot) };
+            unsafe { step::<A, PROF>(&self.0.after, p.1, &mut g.1, env, ctl, depth, after_slot) };
         }
     }
 }
@@ -450,14 +464,15 @@ impl<L: Layers> Chain<L> {
         let base = run.depth_base;
         let prof = run.stats.is_some();
         let stats = run.stats.as_deref_mut().unwrap_or_default();
-        let mut env = RowEnv { trap, stats, base, layers: L::LEN, slots, errors: &mut *run.errors, names };
+        let plan = RowPlan { base, layers: L::LEN, lo: slots.start, hi: slots.end };
+        let mut env = RowEnv { trap, stats, errors: &mut *run.errors, names };
         // SAFETY: forwarded from the caller's contract.
         unsafe {
             match (full, prof) {
-                (true, false) => self.walk::<true, false>(walk, locals, run.table, &mut env),
-                (false, false) => self.walk::<false, false>(walk, locals, run.table, &mut env),
-                (true, true) => self.walk::<true, true>(walk, locals, run.table, &mut env),
-                (false, true) => self.walk::<false, true>(walk, locals, run.table, &mut env),
+                (true, false) => self.walk::<true, false>(walk, locals, run.table, &mut env, plan),
+                (false, false) => self.walk::<false, false>(walk, locals, run.table, &mut env, plan),
+                (true, true) => self.walk::<true, true>(walk, locals, run.table, &mut env, plan),
+                (false, true) => self.walk::<false, true>(walk, locals, run.table, &mut env, plan),
             }
         }
     }
@@ -471,6 +486,7 @@ impl<L: Layers> Chain<L> {
         locals: &mut L::Locals,
         table: &ColumnTable<'_>,
         env: &mut RowEnv<'_>,
+        plan: RowPlan,
     ) {
         let ptrs = self.layers.resolve(table);
         let mut guards = self.layers.enter(locals);
@@ -479,13 +495,15 @@ impl<L: Layers> Chain<L> {
             Walk::Dense(rows) => {
                 for row in rows {
                     // SAFETY: forwarded; `row` is in the chunk.
-                    unsafe { self.one_row::<FULL, PROF>(row, states, &ptrs, &mut guards, env) };
+                    unsafe { self.one_row::<FULL, PROF>(row, states, &ptrs, &mut guards, env, plan) };
                 }
             }
             Walk::Sparse(rows) => {
                 for &row in rows {
                     // SAFETY: forwarded; the selection holds rows of the chunk.
-                    unsafe { self.one_row::<FULL, PROF>(row as usize, states, &ptrs, &mut guards, env) };
+                    unsafe {
+                        self.one_row::<FULL, PROF>(row as usize, states, &ptrs, &mut guards, env, plan)
+                    };
                 }
             }
         }
@@ -502,6 +520,7 @@ impl<L: Layers> Chain<L> {
         ptrs: &L::Ptrs,
         guards: &mut L::Guards<'_>,
         env: &mut RowEnv<'_>,
+        plan: RowPlan,
     ) {
         // SAFETY: the row's state word is read and written only here while
         // the row runs, and the stages' column references for the row live
@@ -509,7 +528,7 @@ impl<L: Layers> Chain<L> {
         unsafe {
             let state = *states.0.add(row);
             let mut ctl = RowCtl::new(state, row);
-            self.layers.row::<FULL, PROF>(ptrs, guards, env, &mut ctl, 0);
+            self.layers.row::<FULL, PROF>(ptrs, guards, env, plan, &mut ctl, 0);
             // Most stages leave most rows as they were: skip the store then.
             if ctl.state != state {
                 *states.0.add(row) = ctl.state;
