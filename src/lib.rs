@@ -69,6 +69,8 @@ mod report;
 mod schema;
 pub mod stage;
 pub mod stream;
+#[cfg(feature = "timely")]
+pub mod timely;
 mod unit;
 
 pub use access::{
@@ -93,3 +95,8 @@ pub mod prelude {
         Selection, Write, WriteCold,
     };
 }
+
+/// The README's tour, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
