@@ -2,21 +2,28 @@
 //!
 //! ```text
 //! cargo run --release --example gateway -- [--rows N] [--batch N] [--threads N] [--seed S] [--repeat K] [--boxed]
+//!                                            [--profile [--profile-svg PATH]]
 //! ```
 //!
 //! Prints the workload's checksum line, then
 //! `throughput rows=N batch=B threads=T ns_per_row=X` (median over repeats,
 //! input generation excluded).
+//!
+//! `--profile` turns per-stage profiling on (the throughput line then
+//! includes its cost: a clock read per fused group per chunk), prints the
+//! per-stage table of every run added up after those two lines, and writes
+//! an SVG bar chart of ns/row per stage to `--profile-svg` (default
+//! `profile.svg`; giving it implies `--profile`).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use mware::Batch;
 use mware::gateway8::{Args, Checksum, Composition, Fields, GatewayPipeline, median_ns_per_row};
+use mware::{Batch, RunReport};
 
 fn main() -> ExitCode {
-    let extra = " [--boxed]";
-    let args = match Args::parse(std::env::args().skip(1), &[], &["--boxed"]) {
+    let extra = " [--boxed] [--profile [--profile-svg PATH]]";
+    let args = match Args::parse(std::env::args().skip(1), &["--profile-svg"], &["--boxed", "--profile"]) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("gateway: {e}\n{}", Args::usage("gateway", extra));
@@ -35,7 +42,11 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> mware::Result<()> {
     let (schema, fields) = Fields::schema();
     let composition = if args.switch("--boxed") { Composition::Boxed } else { Composition::Static };
-    let gw = GatewayPipeline::build(&fields, &schema, args.rows, composition, |b| b.threads(args.threads))?;
+    let profile = args.switch("--profile") || args.option("--profile-svg").is_some();
+    let gw = GatewayPipeline::build(&fields, &schema, args.rows, composition, |b| {
+        b.threads(args.threads).profile(profile)
+    })?;
+    let mut report = RunReport::default();
     let mut batch = Batch::with_capacity(&schema, args.batch.min(args.rows as usize));
     let mut times = Vec::with_capacity(args.repeat);
     let mut line: Option<Checksum> = None;
@@ -46,8 +57,11 @@ fn run(args: &Args) -> mware::Result<()> {
         for (first, rows) in args.batches() {
             fields.fill(&mut batch, args.seed, first, rows)?;
             let t = Instant::now();
-            gw.pipeline.run(&mut batch)?;
+            let run = gw.pipeline.run(&mut batch)?;
             busy += t.elapsed();
+            if profile {
+                report.accumulate(&run);
+            }
             fields.add_to(&mut sum, &batch)?;
         }
         sum.set_metrics(&gw.metrics.lock());
@@ -65,5 +79,12 @@ fn run(args: &Args) -> mware::Result<()> {
         args.effective_threads(),
         median_ns_per_row(&mut times, args.rows)
     );
+    if profile {
+        let svg = args.option("--profile-svg").unwrap_or("profile.svg");
+        println!("profile: every run of the {} repeat(s) added up", args.repeat);
+        print!("{}", report.table());
+        report.write_svg(svg).map_err(|e| mware::Error::Config(format!("cannot write {svg}: {e}")))?;
+        println!("profile: ns/row per stage drawn in {svg}");
+    }
     Ok(())
 }

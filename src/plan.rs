@@ -62,6 +62,10 @@ pub struct Plan {
     pub chunk_rows: usize,
     /// Whether chunks of a segment are spread over threads.
     pub parallel: bool,
+    /// Bytes of hot columns (and the control word) the stages touch per row.
+    pub bytes_per_row: usize,
+    /// The schema's field names, for [`to_dot`](Plan::to_dot).
+    field_names: Vec<String>,
 }
 
 /// Bytes of a chunk's touched columns the default chunk size aims for: well
@@ -139,110 +143,308 @@ impl Plan {
             }
         }
 
-        let chunk_rows = chunk_rows.unwrap_or_else(|| {
-            let mut touched = vec![false; schema.len()];
-            for s in &steps {
-                for f in &s.meta.uses {
-                    touched[f.index()] = true;
-                }
+        let mut touched = vec![false; schema.len()];
+        for s in &steps {
+            for f in &s.meta.uses {
+                touched[f.index()] = true;
             }
-            let bytes: usize = 4 + schema
-                .fields()
-                .iter()
-                .zip(&touched)
-                .filter(|(_, t)| **t)
-                .map(|(f, _)| match f.storage {
-                    Storage::Hot { size } => size,
-                    Storage::Cold => 0,
-                })
-                .sum::<usize>();
-            let rows = (CHUNK_BYTES / bytes).clamp(1024, 16 * 1024);
+        }
+        let bytes_per_row: usize = 4 + schema
+            .fields()
+            .iter()
+            .zip(&touched)
+            .filter(|(_, t)| **t)
+            .map(|(f, _)| match f.storage {
+                Storage::Hot { size } => size,
+                Storage::Cold => 0,
+            })
+            .sum::<usize>();
+        let chunk_rows = chunk_rows.unwrap_or_else(|| {
+            let rows = (CHUNK_BYTES / bytes_per_row).clamp(1024, 16 * 1024);
             1 << rows.ilog2()
         });
-        Plan { steps, groups, segments, chunk_rows, parallel }
+        let field_names = schema.fields().iter().map(|f| f.name.clone()).collect();
+        Plan { steps, groups, segments, chunk_rows, parallel, bytes_per_row, field_names }
     }
 
-    /// The plan as text: segments, groups, stages, kinds, access, chunk rows.
+    /// The plan as text: how it runs (one thread, or chunks spread over
+    /// threads), chunk rows and bytes per row, then per segment its groups —
+    /// fused loop or own pass, in parallel over chunks or in row order —
+    /// and per stage its place in the onion, kind and field access.
+    ///
+    /// ```
+    /// use mware::prelude::*;
+    ///
+    /// let mut s = SchemaBuilder::new();
+    /// let x = s.hot::<u32>("x");
+    /// let schema = s.build()?;
+    /// let check = stage::parallel("check", Read(x), |x: &u32, ctl: &mut RowCtl| {
+    ///     if *x == 0 { ctl.reject(400) }
+    /// }).rejects();
+    /// let pipeline = Pipeline::builder(&schema).before(check).threads(1).build()?;
+    /// let text = pipeline.plan().explain(pipeline.schema());
+    /// assert!(text.contains("check") && text.contains("reads x") && text.contains("may reject"));
+    /// # Ok::<(), mware::Error>(())
+    /// ```
     pub fn explain(&self, schema: &Schema) -> String {
+        let field = |i: usize| schema.fields().get(i).map_or("?", |f| f.name.as_str());
         let mut out = String::new();
-        let mode = if self.parallel { "parallel (chunks spread over threads)" } else { "one thread" };
-        let _ =
-            writeln!(out, "plan: {} stages, {} rows per chunk, {mode}", self.steps.len(), self.chunk_rows);
+        let mode = if self.parallel {
+            "parallel: the chunks of each chunked segment are spread over the worker threads"
+        } else {
+            "one thread: the calling thread, chunk by chunk"
+        };
+        let _ = writeln!(out, "plan ({mode})");
+        let fused = self.groups.iter().filter(|g| g.fused).count();
+        let _ = writeln!(
+            out,
+            "  {} in {} and {} ({} fused, {} own {}); {} rows per chunk, {} B touched per row ({} KiB per chunk)",
+            plural(self.steps.len(), "stage"),
+            plural(self.segments.len(), "segment"),
+            plural(self.groups.len(), "group"),
+            fused,
+            self.groups.len() - fused,
+            if self.groups.len() - fused == 1 { "pass" } else { "passes" },
+            self.chunk_rows,
+            self.bytes_per_row,
+            (self.chunk_rows * self.bytes_per_row).div_ceil(1024),
+        );
+        let name_w = self.steps.iter().map(|s| s.meta.name.chars().count()).max().unwrap_or(0);
         for (si, seg) in self.segments.iter().enumerate() {
-            let what = if seg.barrier { "barrier: runs alone over the whole batch" } else { "chunked" };
-            let _ = writeln!(out, "segment {si} ({what})");
+            let how = if seg.barrier {
+                "barrier: runs alone over the whole batch on one thread, once every row has \
+                 finished the segments before it"
+            } else if self.parallel {
+                "chunked: each worker claims the next chunk and takes it through every group below, \
+                 so different groups run side by side on different chunks"
+            } else {
+                "chunked: each chunk goes through every group below, while it is in cache, before \
+                 the next chunk starts"
+            };
+            let _ = writeln!(out, "segment {si}: {how}");
             for gi in seg.groups.clone() {
                 let g = &self.groups[gi];
-                let how = match (g.fused, g.ordered) {
-                    (true, true) => "fused loop, chunks in row order",
-                    (true, false) => "fused loop",
-                    (false, true) => "own pass, chunks in row order",
-                    (false, false) => "own pass",
+                let n = g.steps.len();
+                let shape = if g.fused {
+                    format!("fused loop: one loop body runs its {n} stages on each row")
+                } else {
+                    "own pass: its own loop over the chunk".to_string()
                 };
-                let _ = writeln!(out, "  group {gi} [{how}]");
+                let when = match (self.parallel && !seg.barrier, g.ordered) {
+                    (true, true) => {
+                        " · in row order: one chunk at a time (chunk k+1 waits for chunk k), \
+                         while other workers run the other groups on later chunks"
+                    }
+                    (true, false) => " · in parallel: any chunk on any worker",
+                    (false, true) => " · in row order",
+                    (false, false) => "",
+                };
+                let _ = writeln!(out, "  group {gi}: {shape}{when}");
                 for s in &self.steps[g.steps.clone()] {
                     let role = if s.after { "after " } else { "before" };
-                    let access: Vec<String> = s
-                        .meta
-                        .uses
-                        .iter()
-                        .map(|f| {
-                            let name = &schema.fields()[f.index()].name;
-                            let verb = if f.write { "write" } else { "read" };
-                            let cold = if f.cold { " (cold)" } else { "" };
-                            format!("{verb} {name}{cold}")
-                        })
-                        .collect();
-                    let rejects = if s.meta.rejects { ", may reject" } else { "" };
+                    let rejects = if s.meta.rejects { "may reject" } else { "" };
                     let _ = writeln!(
                         out,
-                        "    {role} depth {:>2}  {:<12} {}{rejects}  [{}]",
+                        "    {role} d{:<2}  {:<name_w$}  {:<11}  {:<10}  {}",
                         s.depth,
                         s.meta.name,
-                        s.meta.kind,
-                        access.join(", ")
+                        s.meta.kind.to_string(),
+                        rejects,
+                        access_text(s, &field)
                     );
                 }
             }
         }
+        let own: usize = self
+            .segments
+            .iter()
+            .filter(|seg| !seg.barrier)
+            .map(|seg| self.groups[seg.groups.clone()].iter().filter(|g| !g.fused).count())
+            .sum();
+        if own >= 2 {
+            let _ = writeln!(
+                out,
+                "note: {own} groups are own passes: each re-reads the chunk's columns and control words \
+                 (eight own passes cost 2.3-2.7x one fused loop on gateway-8); row stages registered \
+                 together in one chain! share a loop body"
+            );
+        }
         out
     }
 
-    /// The plan as a Graphviz DOT digraph: a cluster per segment, a box per
-    /// stage, fused groups outlined.
+    /// The plan as a Graphviz DOT digraph: a cluster per segment, a cluster
+    /// per group (fused loops shaded), a node per stage with its place in
+    /// the onion, kind and access, coloured by kind; solid edges follow
+    /// execution order, dashed edges show where rows a stage rejects go
+    /// next (the after-stages outside it, or out). Render it with
+    /// `dot -Tsvg plan.dot -o plan.svg`.
+    ///
+    /// ```
+    /// use mware::gateway8::{Composition, Fields, GatewayPipeline};
+    ///
+    /// let (schema, fields) = Fields::schema();
+    /// let gw = GatewayPipeline::build(&fields, &schema, 1024, Composition::Static, |b| b.threads(1))?;
+    /// let dot = gw.pipeline.plan().to_dot();
+    /// assert!(dot.starts_with("digraph plan {") && dot.contains("\"auth"));
+    /// # Ok::<(), mware::Error>(())
+    /// ```
     pub fn to_dot(&self) -> String {
-        let mut out =
-            String::from("digraph plan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+        let field = |i: usize| self.field_names.get(i).map_or("?", String::as_str);
+        let mut out = String::from("digraph plan {\n");
+        let title = format!(
+            "mware plan ({}): {}, {} rows per chunk",
+            if self.parallel { "parallel" } else { "one thread" },
+            plural(self.steps.len(), "stage"),
+            self.chunk_rows
+        );
+        let _ = writeln!(
+            out,
+            "  graph [rankdir=LR, fontname=\"Helvetica\", fontsize=12, labelloc=t, label=\"{}\", nodesep=0.25, ranksep=0.35];",
+            dot_escape(&title)
+        );
+        out.push_str("  node [shape=box, style=\"filled\", fontname=\"Helvetica\", fontsize=10, margin=\"0.12,0.06\"];\n");
+        out.push_str("  edge [fontname=\"Helvetica\", fontsize=9, color=\"#555555\"];\n");
+        out.push_str("  batch_in [label=\"batch in\", shape=oval, fillcolor=\"#eeeeee\"];\n");
+        out.push_str("  batch_out [label=\"batch out\", shape=oval, fillcolor=\"#eeeeee\"];\n");
         for (si, seg) in self.segments.iter().enumerate() {
+            let what = if seg.barrier {
+                "barrier: whole batch, one thread"
+            } else if self.parallel {
+                "chunked, chunks over threads"
+            } else {
+                "chunked"
+            };
             let _ = writeln!(
                 out,
-                "  subgraph cluster_s{si} {{\n    label=\"segment {si}{}\";",
-                if seg.barrier { " (barrier)" } else { "" }
+                "  subgraph cluster_s{si} {{\n    label=\"segment {si}: {what}\"; style=\"rounded\"; color=\"#888888\";"
             );
             for gi in seg.groups.clone() {
                 let g = &self.groups[gi];
-                let _ = writeln!(
-                    out,
-                    "    subgraph cluster_g{gi} {{\n      label=\"{}\"; style=dashed;",
-                    if g.fused { "fused" } else { "own pass" }
-                );
+                let mut label =
+                    if g.fused { format!("group {gi}: fused loop") } else { format!("group {gi}: own pass") };
+                if g.ordered {
+                    label.push_str(", in row order");
+                }
+                let style = if g.fused {
+                    "style=\"rounded,filled\"; fillcolor=\"#f3f6fa\"; color=\"#4e79a7\""
+                } else {
+                    "style=\"rounded,dashed\"; color=\"#999999\""
+                };
+                let _ = writeln!(out, "    subgraph cluster_g{gi} {{\n      label=\"{label}\"; labelloc=b; {style};");
                 for i in g.steps.clone() {
                     let s = &self.steps[i];
-                    let style = if s.after { ", style=rounded" } else { "" };
+                    let role = if s.after { "after" } else { "before" };
+                    let rejects = if s.meta.rejects { ", may reject" } else { "" };
+                    let label = format!(
+                        "{}\n{role} · depth {}\n{}{rejects}\n{}",
+                        s.meta.name,
+                        s.depth,
+                        s.meta.kind,
+                        access_text(s, &field)
+                    );
+                    let (fill, shape) =
+                        (kind_tint(s.meta.kind), if s.after { ", style=\"rounded,filled\"" } else { "" });
                     let _ = writeln!(
                         out,
-                        "      s{i} [label=\"{}\\n{} d{}\"{style}];",
-                        s.meta.name, s.meta.kind, s.depth
+                        "      s{i} [label=\"{}\", fillcolor=\"{fill}\"{shape}];",
+                        dot_escape(&label)
                     );
                 }
                 out.push_str("    }\n");
             }
             out.push_str("  }\n");
         }
-        for i in 1..self.steps.len() {
-            let _ = writeln!(out, "  s{} -> s{i};", i - 1);
+        let node = |i: usize| if i < self.steps.len() { format!("s{i}") } else { "batch_out".to_string() };
+        if !self.steps.is_empty() {
+            out.push_str("  batch_in -> s0;\n");
+        }
+        for i in 0..self.steps.len() {
+            let next = i + 1;
+            let turn = !self.steps[i].after && self.steps.get(next).is_some_and(|s| s.after);
+            let barrier = self.segments.iter().any(|seg| {
+                !seg.groups.is_empty()
+                    && self.groups[seg.groups.start].steps.start == next
+                    && next < self.steps.len()
+            });
+            let attrs = match (turn, barrier) {
+                (true, _) => " [label=\"response\"]",
+                (false, true) => " [label=\"all rows\", penwidth=2]",
+                _ => "",
+            };
+            let _ = writeln!(out, "  s{i} -> {}{attrs};", node(next));
+        }
+        // Rows a before-stage rejects skip to the first after-stage outside it.
+        for (i, s) in self.steps.iter().enumerate() {
+            if s.after || !s.meta.rejects {
+                continue;
+            }
+            let to = self.steps[i + 1..]
+                .iter()
+                .position(|o| o.after && o.depth < s.depth)
+                .map_or(self.steps.len(), |p| i + 1 + p);
+            if to == i + 1 {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  s{i} -> {} [style=dashed, color=\"#c0504d\", fontcolor=\"#c0504d\", label=\"rejected\", constraint=false];",
+                node(to)
+            );
         }
         out.push_str("}\n");
         out
     }
+}
+
+/// `n` and a noun, plural when `n != 1`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// "reads a, b; writes c" (cold fields marked).
+fn access_text<'a>(s: &Step, field: &impl Fn(usize) -> &'a str) -> String {
+    let list =
+        |write: bool| {
+            s.meta
+                .uses
+                .iter()
+                .filter(|f| f.write == write)
+                .map(|f| {
+                    if f.cold { format!("{} (cold)", field(f.index())) } else { field(f.index()).to_string() }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+    let (r, w) = (list(false), list(true));
+    match (r.is_empty(), w.is_empty()) {
+        (true, true) => "no fields".to_string(),
+        (false, true) => format!("reads {r}"),
+        (true, false) => format!("writes {w}"),
+        (false, false) => format!("reads {r}; writes {w}"),
+    }
+}
+
+/// A light tint of the stage kind's colour (the report chart's palette).
+fn kind_tint(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Parallel => "#d4e1ef",
+        Kind::Sequential => "#fcdcc0",
+        Kind::Reduction => "#d0e8cd",
+        Kind::WholeBatch => "#f6cfd0",
+    }
+}
+
+/// Escapes text for a double-quoted DOT string; newlines become `\n`.
+fn dot_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }

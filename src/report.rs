@@ -349,6 +349,8 @@ mod svg {
     const PLOT: f64 = 560.0;
     const RIGHT: f64 = 220.0;
     const TOP: f64 = 64.0;
+    /// A fused loop whose stages are of different kinds.
+    const MIXED: &str = "#76b7b2";
 
     pub(super) fn colour(kind: Kind) -> &'static str {
         match kind {
@@ -450,7 +452,7 @@ mod svg {
                 );
             }
             let kind = g.stages[0].kind;
-            let fill = if g.stages.iter().all(|st| st.kind == kind) { colour(kind) } else { "#76b7b2" };
+            let fill = if g.stages.iter().all(|st| st.kind == kind) { colour(kind) } else { MIXED };
             let bw = (g.ns_per_row() * scale).max(1.0);
             let bh = k as f64 * ROW - 6.0;
             let names: Vec<&str> = g.stages.iter().map(|st| st.name.as_ref()).collect();
@@ -480,12 +482,12 @@ mod svg {
         // Legend.
         let ly = bottom + 50.0;
         let kinds = [Kind::Parallel, Kind::Sequential, Kind::Reduction, Kind::WholeBatch];
-        for (i, kind) in kinds.iter().enumerate() {
-            let x = LEFT + i as f64 * 140.0;
+        let legend = kinds.iter().map(|k| (colour(*k), k.to_string())).chain([(MIXED, "mixed kinds".into())]);
+        for (i, (fill, text)) in legend.enumerate() {
+            let x = LEFT + i as f64 * 130.0;
             let _ = writeln!(
                 s,
-                r#"<rect x="{x}" y="{ly}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{kind}</text>"#,
-                colour(*kind),
+                r#"<rect x="{x}" y="{ly}" width="12" height="12" fill="{fill}"/><text x="{}" y="{}">{text}</text>"#,
                 x + 18.0,
                 ly + 11.0
             );
