@@ -33,7 +33,9 @@ fn static_of(b: PipelineBuilder, x: Field<u32>, depth: usize) -> PipelineBuilder
         4 => static_chain!(b, x; 0 1 2 3),
         8 => static_chain!(b, x; 0 1 2 3 4 5 6 7),
         16 => static_chain!(b, x; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15),
-        32 => static_chain!(b, x; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31),
+        32 => {
+            static_chain!(b, x; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31)
+        }
         _ => unreachable!("depths are 1, 2, 4 … 32"),
     }
 }
@@ -45,10 +47,16 @@ fn bench(c: &mut Criterion) {
     let mut batch = Batch::new(&schema);
     batch.resize(ROWS);
     let mut group = c.benchmark_group("depth");
-    group.throughput(Throughput::Elements(ROWS as u64)).sample_size(20).measurement_time(Duration::from_secs(2));
+    group
+        .throughput(Throughput::Elements(ROWS as u64))
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2));
     for depth in [1usize, 2, 4, 8, 16, 32] {
         let fused = static_of(Pipeline::builder(&schema).threads(1), x, depth).build().unwrap();
-        let boxed = (0..depth as u32).fold(Pipeline::builder(&schema).threads(1), |b, i| b.before(step(x, i))).build().unwrap();
+        let boxed = (0..depth as u32)
+            .fold(Pipeline::builder(&schema).threads(1), |b, i| b.before(step(x, i)))
+            .build()
+            .unwrap();
         for (name, p) in [("static", &fused), ("boxed", &boxed)] {
             group.bench_function(BenchmarkId::new(name, depth), |b| {
                 b.iter(|| {

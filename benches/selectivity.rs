@@ -15,9 +15,11 @@ use mware::{RowStage, Stage};
 const ROWS: usize = 1 << 18;
 
 fn work(x: Field<u64>, y: Field<u64>, i: u64) -> impl RowStage + Stage {
-    stage::parallel(&format!("work{i}"), (Read(x), Write(y)), move |(x, y): (&u64, &mut u64), _: &mut RowCtl| {
-        *y = y.wrapping_add(mix(*x ^ i))
-    })
+    stage::parallel(
+        &format!("work{i}"),
+        (Read(x), Write(y)),
+        move |(x, y): (&u64, &mut u64), _: &mut RowCtl| *y = y.wrapping_add(mix(*x ^ i)),
+    )
 }
 
 fn bench(c: &mut Criterion) {
@@ -35,7 +37,10 @@ fn bench(c: &mut Criterion) {
         *v = i as u64;
     }
     let mut group = c.benchmark_group("selectivity");
-    group.throughput(Throughput::Elements(ROWS as u64)).sample_size(20).measurement_time(Duration::from_secs(2));
+    group
+        .throughput(Throughput::Elements(ROWS as u64))
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2));
     for percent in [0u32, 1, 50, 99] {
         let gate = stage::parallel("gate", Read(key), move |k: &u32, ctl: &mut RowCtl| {
             if *k < percent {

@@ -37,11 +37,15 @@ fn pipeline(schema: &Schema, f: &Fields, threads: usize) -> Pipeline {
         |t: &mut u64, out: &u64, _: &mut RowCtl| *t += *out,
         |t: &mut u64, p: &u64| *t += *p,
     );
-    let tag = stage::parallel("tag", (Read(f.a), WriteCold(f.note)), |(a, mut note): (&u32, mware::ColdCell<'_, String>), _: &mut RowCtl| {
-        if *a % 4 == 0 {
-            note.set(format!("row {a}"));
-        }
-    });
+    let tag = stage::parallel(
+        "tag",
+        (Read(f.a), WriteCold(f.note)),
+        |(a, mut note): (&u32, mware::ColdCell<'_, String>), _: &mut RowCtl| {
+            if *a % 4 == 0 {
+                note.set(format!("row {a}"));
+            }
+        },
+    );
     let gate = stage::parallel("gate", Read(f.a), |a: &u32, c: &mut RowCtl| {
         if *a % 5 == 3 {
             c.reject(403);
@@ -50,10 +54,11 @@ fn pipeline(schema: &Schema, f: &Fields, threads: usize) -> Pipeline {
             panic!("seven");
         }
     });
-    let double = stage::parallel("double", (Read(f.b), Write(f.out)), |(b, out): (&u64, &mut u64), c: &mut RowCtl| {
-        *out = *b * 2;
-        c.respond(200);
-    });
+    let double =
+        stage::parallel("double", (Read(f.b), Write(f.out)), |(b, out): (&u64, &mut u64), c: &mut RowCtl| {
+            *out = *b * 2;
+            c.respond(200);
+        });
     let seq = stage::sequential("seq", Read(f.a), 0u32, |n: &mut u32, _: &u32, _: &mut RowCtl| *n += 1);
     let bump = stage::parallel_chunks("bump", Write(f.out), |out: &mut [u64], rows: &mut Rows<'_>| {
         rows.for_each(|i| out[i] += 1);
@@ -80,7 +85,8 @@ fn fused_rows_traps_and_chunk_stages() {
     let (schema, f) = schema();
     // Under Miri, rayon's crossbeam-epoch trips Stacked Borrows (not our code);
     // `MIRIFLAGS=-Zmiri-tree-borrows` runs the two-thread case too.
-    let threads: &[usize] = if cfg!(miri) && option_env!("MWARE_MIRI_THREADS").is_none() { &[1] } else { &[1, 2] };
+    let threads: &[usize] =
+        if cfg!(miri) && option_env!("MWARE_MIRI_THREADS").is_none() { &[1] } else { &[1, 2] };
     for &threads in threads {
         let p = pipeline(&schema, &f, threads);
         let mut batch = Batch::new(&schema);
@@ -106,7 +112,9 @@ fn shared_columns_are_read_in_place_and_copied_when_written() {
     let a: Arc<Vec<u32>> = Arc::new((0..6).collect());
     let b: Arc<Vec<u64>> = Arc::new((0..6).map(|i| i * 3).collect());
     let mut batch = Batch::new(&schema);
-    batch.import(6, [(f.a.index(), SharedColumn::new(a.clone())), (f.b.index(), SharedColumn::new(b.clone()))]).unwrap();
+    batch
+        .import(6, [(f.a.index(), SharedColumn::new(a.clone())), (f.b.index(), SharedColumn::new(b.clone()))])
+        .unwrap();
     assert_eq!(batch.column(f.a).unwrap().as_ptr(), a.as_ptr());
     let p = pipeline(&schema, &f, 1);
     p.run(&mut batch).unwrap();
