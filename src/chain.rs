@@ -161,12 +161,20 @@ pub struct RowPlan {
     layers: usize,
     lo: usize,
     hi: usize,
+    /// Bit `s` set when slot `s` runs (chains of up to 64 layers): one test
+    /// per step instead of two comparisons.
+    mask: u128,
 }
 
 impl RowPlan {
+    fn new(base: u16, layers: usize, slots: Range<usize>) -> RowPlan {
+        let mask = slots.clone().filter(|&s| s < 128).fold(0u128, |m, s| m | 1 << s);
+        RowPlan { base, layers, lo: slots.start, hi: slots.end, mask }
+    }
+
     #[inline(always)]
     fn has(self, slot: usize) -> bool {
-        self.lo <= slot && slot < self.hi
+        if self.layers <= 64 { self.mask & (1 << slot) != 0 } else { self.lo <= slot && slot < self.hi }
     }
 }
 
@@ -464,7 +472,7 @@ impl<L: Layers> Chain<L> {
         let base = run.depth_base;
         let prof = run.stats.is_some();
         let stats = run.stats.as_deref_mut().unwrap_or_default();
-        let plan = RowPlan { base, layers: L::LEN, lo: slots.start, hi: slots.end };
+        let plan = RowPlan::new(base, L::LEN, slots);
         let mut env = RowEnv { trap, stats, errors: &mut *run.errors, names };
         // SAFETY: forwarded from the caller's contract.
         unsafe {
