@@ -4,6 +4,13 @@
 //! `cargo bench --bench profiling`; every timed iteration processes the same
 //! 1,048,576 rows (ns/row = time / 2^20), like `benches/gateway8.rs`.
 //!
+//! After criterion's group it prints a *paired* comparison that stays
+//! readable on a loaded machine: in one process, passes over the same
+//! batches alternate between off, on and on + monitor (rotating which goes
+//! first), each timed by the thread's CPU time (`/proc/thread-self/schedstat`,
+//! wall time where that is missing), and the median of the per-round ratios
+//! is reported (`cargo bench --bench profiling -- paired` runs only that).
+//!
 //! Off runs the executor's code without any profiling (a const-generic
 //! switch compiles it out of the row loops); on reads the clock once per
 //! fused group per chunk and counts rows per stage. "Off" against "no
@@ -62,5 +69,79 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// Nanoseconds of CPU time this thread has run (wall time if the kernel
+/// does not say).
+fn cpu_ns(start: Instant) -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| start.elapsed().as_nanos() as u64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Off, on and on + monitor in alternating passes; prints CPU ns/row and
+/// the median per-round ratios.
+fn paired(rounds: usize) {
+    let (schema, fields) = Fields::schema();
+    let origin = Instant::now();
+    println!("paired passes over {ROWS} rows, one thread, {rounds} rounds, thread CPU time:");
+    for (comp, batch) in
+        [(Composition::Static, 4_096), (Composition::Static, 65_536), (Composition::Boxed, 65_536)]
+    {
+        let name = if comp == Composition::Static { "static" } else { "boxed" };
+        let mut batches = mware_batches(&fields, &schema, batch);
+        let gw = GatewayPipeline::build(&fields, &schema, ROWS as u64, comp, |b| b.threads(1)).unwrap();
+        let mut monitor = Monitor::builder(&gw.pipeline).window(16).factor(2.0).build().unwrap();
+        let mut pass = |mode: usize| {
+            gw.pipeline.set_profiling(mode > 0);
+            gw.reset();
+            batches.iter_mut().for_each(|b| reset(&fields, b));
+            let t = cpu_ns(origin);
+            for b in batches.iter_mut() {
+                let report = gw.pipeline.run(b).unwrap();
+                if mode == 2 {
+                    monitor.observe(&report);
+                }
+            }
+            (cpu_ns(origin) - t) as f64 / ROWS as f64
+        };
+        pass(0);
+        pass(1);
+        let mut t: [Vec<f64>; 3] = Default::default();
+        for r in 0..rounds {
+            for k in 0..3 {
+                let mode = (k + r) % 3;
+                t[mode].push(pass(mode));
+            }
+        }
+        let ratio = |a: usize, b: usize| median(t[a].iter().zip(&t[b]).map(|(x, y)| x / y).collect());
+        println!(
+            "  {name:>6}/{batch:<6} off {:6.2} ns/row  on {:6.2}  on+monitor {:6.2}   on/off {:.3}  on+monitor/on {:.3}",
+            median(t[0].clone()),
+            median(t[1].clone()),
+            median(t[2].clone()),
+            ratio(1, 0),
+            ratio(2, 1)
+        );
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args.iter().find(|a| !a.starts_with('-'));
+    let benching = args.iter().any(|a| a == "--bench");
+    if filter.is_none_or(|f| !"paired".contains(f.as_str())) {
+        benches();
+    }
+    if filter.is_none_or(|f| "profiling/paired".contains(f.as_str())) {
+        // `cargo test` runs benches once as a smoke test: one round.
+        paired(if benching { 25 } else { 1 });
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
