@@ -40,13 +40,17 @@ const INPUTS: [&str; 5] = ["user_id", "token", "route", "payload_len", "ts_ns"];
 const DEFAULT_ROWS: u64 = 16 << 20;
 
 fn main() -> ExitCode {
-    let extra = " [--file PATH] [--keep] [--replay-only] [--output PATH] [--no-verify] [--recover] [--populate]";
+    let extra =
+        " [--file PATH] [--keep] [--replay-only] [--output PATH] [--no-verify] [--recover] [--populate]";
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let switches = ["--keep", "--replay-only", "--no-verify", "--recover", "--populate"];
     let mut args = match Args::parse(raw.clone(), &["--file", "--output"], &switches) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("replay: {e}\n{}\n(replay's default --rows is {DEFAULT_ROWS})", Args::usage("replay", extra));
+            eprintln!(
+                "replay: {e}\n{}\n(replay's default --rows is {DEFAULT_ROWS})",
+                Args::usage("replay", extra)
+            );
             return ExitCode::from(2);
         }
     };
@@ -78,7 +82,11 @@ fn main() -> ExitCode {
 fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
         Some(len),
-        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+        if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
     );
     let template = format!("{what:>8} [{{bar:40}}] {{human_pos}}/{{human_len}} rows {{per_sec}} eta {{eta}}");
     bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
@@ -128,8 +136,10 @@ fn replay(
     // 2. Map and check it.
     let t_open = Instant::now();
     let checksums = if args.switch("--no-verify") { Checksums::Skip } else { Checksums::Verify };
-    let options =
-        ReadOptions::new().checksums(checksums).recover(args.switch("--recover")).populate(args.switch("--populate"));
+    let options = ReadOptions::new()
+        .checksums(checksums)
+        .recover(args.switch("--recover"))
+        .populate(args.switch("--populate"));
     let file = MappedFile::open_with(path, options)?;
     if let Some(r) = file.recovery() {
         eprintln!(

@@ -186,7 +186,10 @@ fn control_state_is_exported_and_restored() {
     let depth = rb.column_by_name(arrow::STOP_DEPTH_COLUMN).unwrap().as_primitive::<UInt16Type>();
     let failed = rb.column_by_name(arrow::FAILED_COLUMN).unwrap().as_boolean();
     let error = rb.column_by_name(arrow::ERROR_COLUMN).unwrap().as_string::<i32>();
-    assert_eq!((status.value(0), depth.is_null(0), failed.value(0), error.is_null(0)), (200, true, false, true));
+    assert_eq!(
+        (status.value(0), depth.is_null(0), failed.value(0), error.is_null(0)),
+        (200, true, false, true)
+    );
     assert_eq!((status.value(1), depth.value(1), failed.value(1)), (403, 0, false));
     assert_eq!((depth.value(2), failed.value(2)), (1, true));
     assert!(error.value(2).contains("bad 2"), "{}", error.value(2));
@@ -213,7 +216,8 @@ fn mismatches_are_errors_that_name_the_column() {
     // A column of the wrong type.
     let mut cols: Vec<ArrayRef> = rb.columns().to_vec();
     cols[0] = Arc::new(Int64Array::from_iter_values(0..10));
-    let bad = RecordBatch::try_from_iter(rb.schema().fields().iter().map(|f| f.name().clone()).zip(cols)).unwrap();
+    let bad =
+        RecordBatch::try_from_iter(rb.schema().fields().iter().map(|f| f.name().clone()).zip(cols)).unwrap();
     match import_record_batch(&bad, &mut batch) {
         Err(Error::TypeMismatch { column, expected, found }) => {
             assert_eq!((column.as_str(), expected.as_str(), found.as_str()), ("id", "UInt64", "Int64"));
@@ -232,15 +236,28 @@ fn mismatches_are_errors_that_name_the_column() {
 
     // Nulls in a hot column.
     let mut cols: Vec<ArrayRef> = rb.columns().to_vec();
-    cols[1] = Arc::new(UInt16Array::from(vec![Some(1), None, Some(3), None, None, Some(6), Some(7), Some(8), Some(9), Some(0)]));
-    let nulls = RecordBatch::try_from_iter(rb.schema().fields().iter().map(|f| f.name().clone()).zip(cols)).unwrap();
+    cols[1] = Arc::new(UInt16Array::from(vec![
+        Some(1),
+        None,
+        Some(3),
+        None,
+        None,
+        Some(6),
+        Some(7),
+        Some(8),
+        Some(9),
+        Some(0),
+    ]));
+    let nulls =
+        RecordBatch::try_from_iter(rb.schema().fields().iter().map(|f| f.name().clone()).zip(cols)).unwrap();
     let err = import_record_batch(&nulls, &mut batch).unwrap_err();
     assert!(matches!(&err, Error::NullsInHotColumn { column, nulls: 3 } if column == "route"), "{err}");
 
     // A cold column of the wrong type.
     let mut cols: Vec<ArrayRef> = rb.columns().to_vec();
     cols[4] = Arc::new(UInt64Array::from_iter_values(0..10));
-    let cold = RecordBatch::try_from_iter(rb.schema().fields().iter().map(|f| f.name().clone()).zip(cols)).unwrap();
+    let cold =
+        RecordBatch::try_from_iter(rb.schema().fields().iter().map(|f| f.name().clone()).zip(cols)).unwrap();
     let err = import_record_batch(&cold, &mut batch).unwrap_err();
     assert!(matches!(&err, Error::TypeMismatch { column, .. } if column == "agent"), "{err}");
 
@@ -295,11 +312,14 @@ fn a_pipeline_copies_only_the_columns_it_writes() {
     let b = sb.hot::<u64>("b");
     let schema = sb.build().unwrap();
     let double =
-        stage::parallel("double", (Read(a), Write(b)), |(a, b): (&u64, &mut u64), _: &mut RowCtl| *b = *a * 2);
+        stage::parallel("double", (Read(a), Write(b)), |(a, b): (&u64, &mut u64), _: &mut RowCtl| {
+            *b = *a * 2
+        });
     let p = Pipeline::builder(&schema).threads(1).before(double).build().unwrap();
     let av = UInt64Array::from_iter_values(0..1000);
     let bv = UInt64Array::from_iter_values(std::iter::repeat_n(9, 1000));
-    let rb = RecordBatch::try_from_iter([("a", Arc::new(av) as ArrayRef), ("b", Arc::new(bv) as ArrayRef)]).unwrap();
+    let rb = RecordBatch::try_from_iter([("a", Arc::new(av) as ArrayRef), ("b", Arc::new(bv) as ArrayRef)])
+        .unwrap();
     let mut batch = Batch::new(&schema);
     import_record_batch(&rb, &mut batch).unwrap();
     p.run(&mut batch).unwrap();

@@ -118,7 +118,9 @@ fn processed_batches_round_trip_with_their_control_state() {
     let mut status: Vec<u16> = Vec::new();
     for rb in file.record_batches() {
         let rb = rb.unwrap();
-        status.extend(rb.column_by_name(arrow::STATUS_COLUMN).unwrap().as_primitive::<UInt16Type>().values().iter());
+        status.extend(
+            rb.column_by_name(arrow::STATUS_COLUMN).unwrap().as_primitive::<UInt16Type>().values().iter(),
+        );
     }
     assert_eq!(status, states.iter().map(|s| s.status()).collect::<Vec<_>>());
 
@@ -235,9 +237,13 @@ fn a_buffer_out_of_bounds_is_rejected() {
     for checksums in [Checksums::Verify, Checksums::Skip] {
         let file = open_bytes(&bad, ReadOptions::new().checksums(checksums)).unwrap();
         let err = file.record_batch(0).unwrap_err();
-        assert!(matches!(&err, Error::BufferOutOfBounds { batch: 0, column, .. } if column == "user_id"), "{err}");
+        assert!(
+            matches!(&err, Error::BufferOutOfBounds { batch: 0, column, .. } if column == "user_id"),
+            "{err}"
+        );
         let (schema, _) = Fields::schema();
-        let replay = file.bind(&schema, &ImportOptions::new().optional(["cost", "score", "latency_ns"])).unwrap();
+        let replay =
+            file.bind(&schema, &ImportOptions::new().optional(["cost", "score", "latency_ns"])).unwrap();
         assert!(matches!(replay.read(0, &mut Batch::new(&schema)), Err(Error::BufferOutOfBounds { .. })));
     }
 }
@@ -269,7 +275,8 @@ fn a_flipped_bit_fails_its_column_checksum() {
     let bytes = gateway_file(rows, 1000, input_log());
     let file = open_bytes(&bytes, ReadOptions::new()).unwrap();
     let rb = file.record_batch(1).unwrap();
-    let token = rb.column(1).as_primitive::<UInt64Type>().values().as_ptr() as usize - file.bytes().as_ptr() as usize;
+    let token =
+        rb.column(1).as_primitive::<UInt64Type>().values().as_ptr() as usize - file.bytes().as_ptr() as usize;
     let mut bad = bytes.clone();
     bad[token + 8 * 17 + 3] ^= 0x10;
     let file = open_bytes(&bad, ReadOptions::new()).unwrap();
@@ -282,7 +289,10 @@ fn a_flipped_bit_fails_its_column_checksum() {
     let rb = skip.record_batch(1).unwrap();
     let orig = Fields::schema();
     let _ = orig;
-    assert_ne!(rb.column(1).as_primitive::<UInt64Type>().value(17), mware::gateway8::Request::generate(42, 1017).token);
+    assert_ne!(
+        rb.column(1).as_primitive::<UInt64Type>().value(17),
+        mware::gateway8::Request::generate(42, 1017).token
+    );
     // A column the replay does not read is not verified (nor decoded).
     let mut s = SchemaBuilder::new();
     s.hot::<u64>("user_id");
@@ -307,7 +317,8 @@ fn misaligned_file() -> Vec<u8> {
     let n = 16usize;
     let a = UInt16Array::from_iter_values(0..n as u16); // 32 bytes, padded to 64
     let b = UInt64Array::from_iter_values(0..n as u64);
-    let rb = RecordBatch::try_from_iter([("a", Arc::new(a) as ArrayRef), ("b", Arc::new(b) as ArrayRef)]).unwrap();
+    let rb =
+        RecordBatch::try_from_iter([("a", Arc::new(a) as ArrayRef), ("b", Arc::new(b) as ArrayRef)]).unwrap();
     let mut bytes = Vec::new();
     let mut w = arrow_ipc::writer::FileWriter::try_new(&mut bytes, &rb.schema()).unwrap();
     w.write(&rb).unwrap();
@@ -364,7 +375,10 @@ fn files_written_without_checksums_and_with_cold_fields() {
         let stats = file.bind(&schema, &ImportOptions::new()).unwrap().read(0, &mut back).unwrap();
         assert_eq!(stats.verified, checksums);
         assert_eq!(back.column(id).unwrap(), batch.column(id).unwrap());
-        assert_eq!(back.cold(note).unwrap().iter().collect::<Vec<_>>(), batch.cold(note).unwrap().iter().collect::<Vec<_>>());
+        assert_eq!(
+            back.cold(note).unwrap().iter().collect::<Vec<_>>(),
+            batch.cold(note).unwrap().iter().collect::<Vec<_>>()
+        );
         let rb = file.record_batch(0).unwrap();
         assert_eq!(rb.column(0).as_primitive::<UInt32Type>().value(99), 99);
     }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
 use arrow_buffer::Buffer;
-use mware::arrow::{Checksums, Error, ExportOptions, ImportOptions, MappedFile, ReadOptions, WriteOptions, Writer};
+use mware::arrow::{
+    Checksums, Error, ExportOptions, ImportOptions, MappedFile, ReadOptions, WriteOptions, Writer,
+};
 use mware::prelude::*;
 
 struct Rng(u64);
@@ -82,8 +84,11 @@ fn mware_file(checksums: bool) -> Vec<u8> {
 fn foreign_file() -> Vec<u8> {
     let ids = UInt32Array::from_iter_values(0..300);
     let names = StringArray::from_iter((0..300).map(|i| (i % 2 == 0).then(|| format!("n{i}"))));
-    let rb = RecordBatch::try_from_iter([("id32", Arc::new(ids) as ArrayRef), ("agent", Arc::new(names) as ArrayRef)])
-        .unwrap();
+    let rb = RecordBatch::try_from_iter([
+        ("id32", Arc::new(ids) as ArrayRef),
+        ("agent", Arc::new(names) as ArrayRef),
+    ])
+    .unwrap();
     let mut out = Vec::new();
     let mut w = arrow_ipc::writer::FileWriter::try_new(&mut out, &rb.schema()).unwrap();
     w.write(&rb.slice(0, 100)).unwrap();
@@ -136,17 +141,19 @@ fn check_case(bytes: &[u8], tally: &mut Tally) {
                         d.validate_full().expect("the decoder hands out valid arrays");
                         for b in d.buffers() {
                             let p = b.as_ptr() as usize;
-                            assert!(within_or_outside(p..p + b.len(), &range), "a buffer straddles the file's end");
+                            assert!(
+                                within_or_outside(p..p + b.len(), &range),
+                                "a buffer straddles the file's end"
+                            );
                         }
                     }
                     tally.batches_ok += 1;
                 }
                 Err(e) => note(&e, tally),
             }
-            for (sch, opts) in [
-                (&schema, ImportOptions::new().restore_control(true)),
-                (&schema32, ImportOptions::new()),
-            ] {
+            for (sch, opts) in
+                [(&schema, ImportOptions::new().restore_control(true)), (&schema32, ImportOptions::new())]
+            {
                 let Ok(replay) = file.bind(sch, &opts) else { continue };
                 let mut batch = Batch::new(sch);
                 match replay.read(i, &mut batch) {
@@ -154,7 +161,11 @@ fn check_case(bytes: &[u8], tally: &mut Tally) {
                         for (index, info) in sch.fields().iter().enumerate() {
                             if let Some(col) = batch.column_bytes(index) {
                                 let p = col.as_ptr() as usize;
-                                assert!(within_or_outside(p..p + col.len(), &range), "{} out of bounds", info.name);
+                                assert!(
+                                    within_or_outside(p..p + col.len(), &range),
+                                    "{} out of bounds",
+                                    info.name
+                                );
                                 // Touch every byte.
                                 std::hint::black_box(col.iter().map(|&b| b as u64).sum::<u64>());
                             }

@@ -102,7 +102,7 @@ impl Exporter {
         let mut fields = Vec::new();
         for (index, info) in schema.fields().iter().enumerate() {
             if let Some(names) = &options.fields
-                && !names.iter().any(|n| *n == info.name)
+                && !names.contains(&info.name)
             {
                 continue;
             }

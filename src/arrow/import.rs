@@ -157,7 +157,7 @@ impl ColumnMap {
                             }
                             Some(c)
                         }
-                        None if options.optional.iter().any(|n| *n == info.name) => None,
+                        None if options.optional.contains(&info.name) => None,
                         None => return Err(Error::MissingColumn { column: info.name.clone() }),
                     };
                     hot.push(HotColumn {

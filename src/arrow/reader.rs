@@ -445,7 +445,7 @@ impl MappedFile {
         let block = self
             .blocks
             .get(i)
-            .ok_or_else(|| Error::Mware(crate::Error::RowOutOfBounds { row: i, len: self.blocks.len() }))?;
+            .ok_or(Error::Mware(crate::Error::RowOutOfBounds { row: i, len: self.blocks.len() }))?;
         let bytes = self.data.as_slice();
         let (o, m, l) =
             (block.offset() as usize, block.metaDataLength() as usize, block.bodyLength() as usize);
