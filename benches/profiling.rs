@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mware::gateway8::{Composition, Fields, GatewayPipeline};
 use mware::monitor::Monitor;
 
