@@ -151,19 +151,28 @@ impl<S: Send + 'static> Owned<S> {
     }
 }
 
+/// A sequential stage's state, locked on first use in a chunk: a fused group
+/// that holds the stage but does not run it (a parallel plan splits chains
+/// around sequential stages) never takes the lock.
+pub struct LazyLock<'a, S> {
+    mutex: &'a Mutex<S>,
+    guard: Option<MutexGuard<'a, S>>,
+}
+
 impl<S: Send + 'static> StatePolicy for Owned<S> {
     type Local = ();
-    type Guard<'a> = MutexGuard<'a, S>;
+    type Guard<'a> = LazyLock<'a, S>;
     type State = S;
     const KIND: Kind = Kind::Sequential;
     fn local(&self) {}
     #[inline(always)]
-    fn enter<'a>(&'a self, _: &'a mut ()) -> MutexGuard<'a, S> {
-        lock(&self.0)
+    fn enter<'a>(&'a self, _: &'a mut ()) -> LazyLock<'a, S> {
+        LazyLock { mutex: &self.0, guard: None }
     }
     #[inline(always)]
-    fn state<'g>(guard: &'g mut MutexGuard<'_, S>) -> &'g mut S {
-        guard
+    fn state<'g>(lazy: &'g mut LazyLock<'_, S>) -> &'g mut S {
+        let mutex = lazy.mutex;
+        lazy.guard.get_or_insert_with(|| lock(mutex))
     }
 }
 
