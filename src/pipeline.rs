@@ -149,7 +149,8 @@ impl PipelineBuilder {
 
     /// Validates the pipeline and compiles its plans.
     pub fn build(self) -> Result<Pipeline> {
-        if self.units.is_empty() {
+        // Units without stages (an empty `chain![]`) do not count.
+        if self.units.iter().all(|u| u.metas().iter().flatten().all(Option::is_none)) {
             return Err(Error::EmptyPipeline);
         }
         if self.chunk_rows == Some(0) {
