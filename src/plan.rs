@@ -211,9 +211,16 @@ impl Plan {
         );
         let name_w = self.steps.iter().map(|s| s.meta.name.chars().count()).max().unwrap_or(0);
         for (si, seg) in self.segments.iter().enumerate() {
-            let how = if seg.barrier {
-                "barrier: runs alone over the whole batch on one thread, once every row has \
-                 finished the segments before it"
+            let whole = self.groups[seg.groups.clone()]
+                .iter()
+                .any(|g| self.steps[g.steps.clone()].iter().any(|s| s.meta.kind == Kind::WholeBatch));
+            let how = if seg.barrier && whole {
+                "barrier: a whole-batch stage, called once over the whole batch on one thread after \
+                 every row has finished the segments before it"
+            } else if seg.barrier {
+                "barrier: writes a cold field, so it runs over the whole batch on one thread (cold \
+                 side tables are not split across threads) after every row has finished the \
+                 segments before it"
             } else if self.parallel {
                 "chunked: each worker claims the next chunk and takes it through every group below, \
                  so different groups run side by side on different chunks"
@@ -225,10 +232,10 @@ impl Plan {
             for gi in seg.groups.clone() {
                 let g = &self.groups[gi];
                 let n = g.steps.len();
-                let shape = if g.fused {
-                    format!("fused loop: one loop body runs its {n} stages on each row")
-                } else {
-                    "own pass: its own loop over the chunk".to_string()
+                let shape = match (g.fused, seg.barrier) {
+                    (true, _) => format!("fused loop: one loop body runs its {n} stages on each row"),
+                    (false, true) => "own pass over the whole batch".to_string(),
+                    (false, false) => "own pass: its own loop over the chunk".to_string(),
                 };
                 let when = match (self.parallel && !seg.barrier, g.ordered) {
                     (true, true) => {
@@ -330,7 +337,10 @@ impl Plan {
                 } else {
                     "style=\"rounded,dashed\"; color=\"#999999\""
                 };
-                let _ = writeln!(out, "    subgraph cluster_g{gi} {{\n      label=\"{label}\"; labelloc=b; {style};");
+                let _ = writeln!(
+                    out,
+                    "    subgraph cluster_g{gi} {{\n      label=\"{label}\"; labelloc=b; {style};"
+                );
                 for i in g.steps.clone() {
                     let s = &self.steps[i];
                     let role = if s.after { "after" } else { "before" };
