@@ -453,7 +453,7 @@ fn check_shape(p: &Pipeline, r: &RunReport) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// Per-stage counts equal the reference's, per run and added up.
     #[test]
@@ -559,13 +559,13 @@ fn profiling_off_reports_no_stages() {
 // ---------------------------------------------------------------------------
 // The monitor.
 
-/// Three stages, each its own pass; the middle one sleeps once per run
+/// Three stages, each its own pass; the middle one sleeps 4 ms once per run
 /// while `slow` is set.
 fn slowable(schema: &Schema, x: Field<u64>, slow: &Arc<AtomicBool>, fused: bool) -> Pipeline {
     let flag = slow.clone();
     let nap = move |ctl: &RowCtl| {
         if ctl.row() == 0 && flag.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(4));
         }
     };
     let a = stage::parallel("a", Read(x), |_: &u64, _: &mut RowCtl| {});
@@ -671,7 +671,7 @@ fn monitor_baselines_and_configuration() {
     let mut batch = Batch::new(&schema);
     fill(&mut batch, x, 7, 256);
     monitor.observe(&p.run(&mut batch).unwrap());
-    assert!(monitor.current(1).unwrap() > 1000.0, "2 ms over 256 rows");
+    assert!(monitor.current(1).unwrap() > 1000.0, "4 ms over 256 rows");
     assert_eq!(monitor.observe(&p.run(&mut batch).unwrap()), 1, "first window against the set baseline");
     assert!(monitor.baseline(0).is_some(), "learnt");
     monitor.relearn();
