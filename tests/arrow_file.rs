@@ -230,9 +230,8 @@ fn a_truncated_record_batch_is_rejected_or_dropped() {
 fn a_buffer_out_of_bounds_is_rejected() {
     let rows = 1000;
     let bytes = gateway_file(rows, 1000, input_log());
-    // user_id's values: the first buffer entry (0, rows * 8) after the schema.
     let mut bad = bytes.clone();
-    let at = find_buffer_entry(&bad, 64 + 64, 0, rows as i64 * 8).expect("buffer entry");
+    let (at, _, _) = buffer_entry(&bad, 0, 1); // user_id's values
     bad[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
     for checksums in [Checksums::Verify, Checksums::Skip] {
         let file = open_bytes(&bad, ReadOptions::new().checksums(checksums)).unwrap();
@@ -306,8 +305,9 @@ fn a_changed_layout_fails_the_layout_checksum() {
     let rows = 1000;
     let bytes = gateway_file(rows, 1000, input_log());
     let mut bad = bytes.clone();
-    let at = find_buffer_entry(&bad, 128, 0, rows as i64 * 8).expect("buffer entry");
-    bad[at + 8..at + 16].copy_from_slice(&(rows as i64 * 8 - 64).to_le_bytes());
+    let (at, _, len) = buffer_entry(&bad, 0, 1); // user_id's values
+    assert_eq!(len, rows as i64 * 8);
+    bad[at + 8..at + 16].copy_from_slice(&(len - 64).to_le_bytes());
     let err = open_bytes(&bad, ReadOptions::new()).unwrap().record_batch(0).unwrap_err();
     assert!(matches!(&err, Error::ChecksumMismatch { column, .. } if column == "(layout)"), "{err}");
 }
@@ -324,9 +324,11 @@ fn misaligned_file() -> Vec<u8> {
     w.write(&rb).unwrap();
     w.finish().unwrap();
     drop(w);
-    // b's values buffer: (64, 128) → (60, 128).
-    let at = find_buffer_entry(&bytes, 64, 64, n as i64 * 8).expect("b's buffer entry");
-    bytes[at..at + 8].copy_from_slice(&60i64.to_le_bytes());
+    // b's values buffer (a's validity, a's values, b's validity, b's
+    // values), 4 bytes earlier.
+    let (at, offset, len) = buffer_entry(&bytes, 0, 3);
+    assert_eq!((offset % 8, len), (0, n as i64 * 8));
+    bytes[at..at + 8].copy_from_slice(&(offset - 4).to_le_bytes());
     bytes
 }
 

@@ -45,10 +45,20 @@ pub fn temp_path(name: &str) -> std::path::PathBuf {
     ))
 }
 
-/// Where the little-endian `(offset, length)` pair of an IPC buffer lies in
-/// `bytes` at or after `from` (the message metadata holds them as structs).
-pub fn find_buffer_entry(bytes: &[u8], from: usize, offset: i64, len: i64) -> Option<usize> {
-    let mut pat = offset.to_le_bytes().to_vec();
-    pat.extend_from_slice(&len.to_le_bytes());
-    bytes[from..].windows(16).position(|w| w == pat.as_slice()).map(|p| p + from)
+/// Where, in the IPC file `bytes`, the `(offset: i64, length: i64)` entry of
+/// buffer `k` of record batch `batch` lies (found through the footer and
+/// the message, as arrow-ipc parses them), with its current values.
+pub fn buffer_entry(bytes: &[u8], batch: usize, k: usize) -> (usize, i64, i64) {
+    let n = bytes.len();
+    let footer_len = i32::from_le_bytes(bytes[n - 10..n - 6].try_into().unwrap()) as usize;
+    let footer = arrow_ipc::root_as_footer(&bytes[n - 10 - footer_len..n - 10]).unwrap();
+    let block = footer.recordBatches().unwrap().get(batch);
+    let start = block.offset() as usize + 8;
+    let len = block.metaDataLength() as usize - 8;
+    let message = arrow_ipc::root_as_message(&bytes[start..start + len]).unwrap();
+    let buffers = message.header_as_record_batch().unwrap().buffers().unwrap();
+    let entry = buffers.get(k);
+    let at = buffers.bytes().as_ptr() as usize - bytes.as_ptr() as usize + 16 * k;
+    assert_eq!(i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()), entry.offset());
+    (at, entry.offset(), entry.length())
 }
