@@ -26,31 +26,49 @@ use mware::gateway8::Args;
 use mware::timely::gateway::{ClusterRun, run_worker, split_args};
 use timely::CommunicationConfig;
 
+const USAGE: &str =
+    "usage: cluster [--rows N] [--batch N] [--seed S] [-w THREADS] [-n PROCESSES -p INDEX -h HOSTFILE]";
+
 fn main() -> ExitCode {
-    match run() {
+    let (gateway, timely_args) = split_args(std::env::args().skip(1));
+    let parsed = Args::parse(gateway, &[], &[])
+        .and_then(|args| Ok((args, timely::Config::from_args(timely_args.into_iter())?)));
+    let (args, config) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cluster: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cluster: {e}");
-            eprintln!(
-                "usage: cluster [--rows N] [--batch N] [--seed S] [-w THREADS] [-n PROCESSES -p INDEX -h HOSTFILE]"
-            );
             ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> Result<(), String> {
-    let (gateway, timely_args) = split_args(std::env::args().skip(1));
-    let args = Args::parse(gateway, &[], &[])?;
-    let config = timely::Config::from_args(timely_args.into_iter())?;
+fn run(args: Args, config: timely::Config) -> Result<(), String> {
     let processes = match &config.communication {
         CommunicationConfig::Cluster { addresses, .. } => addresses.len(),
         _ => 1,
     };
     let batch = args.batch;
-    let guards = timely::execute(config, move |worker| run_worker(worker, &args))?;
+    // A peer that dies mid-run makes timely's communication threads panic,
+    // and dropping the guards re-raises that panic here: turn it into an
+    // error that says what to do. (Nothing of the run is used after a
+    // panic, so unwind safety is moot.)
+    let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        timely::execute(config, move |worker| run_worker(worker, &args)).map(|guards| guards.join())
+    }))
+    .map_err(|_| {
+        "the computation ended: a worker or a peer process failed (timely's process set is fixed; \
+         restart every process of the job)"
+            .to_string()
+    })??;
     let mut report: Option<ClusterRun> = None;
-    for (i, outcome) in guards.join().into_iter().enumerate() {
+    for (i, outcome) in outcomes.into_iter().enumerate() {
         match outcome {
             Ok(Ok(Some(run))) => report = Some(run),
             Ok(Ok(None)) => {}

@@ -5,7 +5,7 @@
 //! The processes run under a deadline: a hang fails the test (both children
 //! killed) instead of blocking it.
 
-use std::io::Read;
+use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -81,57 +81,77 @@ fn free_ports() -> [u16; 2] {
     [a.local_addr().unwrap().port(), b.local_addr().unwrap().port()]
 }
 
-/// A finished child: its exit status and output.
+/// A started process of the example; its output goes to files (no pipe
+/// to fill, readable while it runs).
+struct Proc {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    /// What the process has printed to stdout so far.
+    fn stdout_so_far(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+}
+
+/// A finished process: its exit status and output.
 struct Finished {
     status: ExitStatus,
     stdout: String,
     stderr: String,
 }
 
-/// Waits for every child until `deadline`; past it, kills them all and
+/// Starts the example over `rows` rows with `extra` flags (after the
+/// gateway ones), its output in `dir/name.out` and `dir/name.err`.
+fn spawn(bin: &Path, rows: u64, extra: &[&str], dir: &Path, name: &str) -> Proc {
+    let (stdout, stderr) = (dir.join(format!("{name}.out")), dir.join(format!("{name}.err")));
+    let child = Command::new(bin)
+        .args(["--rows", &rows.to_string(), "--batch", &BATCH.to_string(), "--seed", "42"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout).unwrap())
+        .stderr(File::create(&stderr).unwrap())
+        .spawn()
+        .expect("the example starts");
+    Proc { child, stdout, stderr }
+}
+
+/// Kills every process.
+fn kill_all(procs: &mut [Proc]) {
+    for p in procs {
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+}
+
+/// Waits for every process until [`DEADLINE`]; past it, kills them all and
 /// fails.
-fn wait_all(mut children: Vec<Child>, what: &str) -> Vec<Finished> {
+fn wait_all(mut procs: Vec<Proc>, what: &str) -> Vec<Finished> {
     let start = Instant::now();
-    let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
+    let mut statuses: Vec<Option<ExitStatus>> = vec![None; procs.len()];
     while statuses.iter().any(Option::is_none) {
-        for (child, status) in children.iter_mut().zip(&mut statuses) {
+        for (p, status) in procs.iter_mut().zip(&mut statuses) {
             if status.is_none() {
-                *status = child.try_wait().expect("waiting for a child");
+                *status = p.child.try_wait().expect("waiting for a child");
             }
         }
         if start.elapsed() > DEADLINE {
-            for child in &mut children {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            kill_all(&mut procs);
             panic!("{what}: still running after {DEADLINE:?}; killed");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    children
+    procs
         .into_iter()
         .zip(statuses)
-        .map(|(mut child, status)| {
-            let mut stdout = String::new();
-            let mut stderr = String::new();
-            child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-            Finished { status: status.unwrap(), stdout, stderr }
+        .map(|(p, status)| Finished {
+            status: status.unwrap(),
+            stdout: std::fs::read_to_string(&p.stdout).unwrap(),
+            stderr: std::fs::read_to_string(&p.stderr).unwrap(),
         })
         .collect()
-}
-
-/// Starts the example with `extra` flags (after the gateway ones).
-fn spawn(bin: &Path, extra: &[&str]) -> Child {
-    Command::new(bin)
-        .args(["--rows", &ROWS.to_string(), "--batch", &BATCH.to_string(), "--seed", "42"])
-        .args(extra)
-        .stdin(Stdio::null())
-        // Small outputs (a few lines each): the pipes never fill.
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the example starts")
 }
 
 /// The checksum line of a process's output, if it printed one.
@@ -139,14 +159,26 @@ fn checksum_line(out: &Finished) -> Option<&str> {
     out.stdout.lines().find(|l| l.starts_with("checksum "))
 }
 
-fn run_two_processes(bin: &Path, dir: &Path) -> Vec<Finished> {
+/// A host file for two processes on 127.0.0.1 with fresh ports.
+fn host_file(dir: &Path) -> String {
     let ports = free_ports();
     let hosts = dir.join("hosts.txt");
     std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
-    let hosts = hosts.to_str().unwrap();
-    let p0 = spawn(bin, &["-n", "2", "-p", "0", "-h", hosts]);
-    let p1 = spawn(bin, &["-n", "2", "-p", "1", "-h", hosts]);
+    hosts.to_str().unwrap().to_string()
+}
+
+fn run_two_processes(bin: &Path, dir: &Path) -> Vec<Finished> {
+    let hosts = host_file(dir);
+    let p0 = spawn(bin, ROWS, &["-n", "2", "-p", "0", "-h", &hosts], dir, "p0");
+    let p1 = spawn(bin, ROWS, &["-n", "2", "-p", "1", "-h", &hosts], dir, "p1");
     wait_all(vec![p0, p1], "2 processes × 1 worker")
+}
+
+/// A scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mware-cluster-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[test]
@@ -154,8 +186,7 @@ fn cluster_checksum_equals_single_process() {
     let expected = single_process().to_string();
     assert_eq!(expected, TEST_VECTOR, "the single-process run disagrees with WORKLOAD.md");
     let bin = example_binary();
-    let dir = std::env::temp_dir().join(format!("mware-cluster-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("checksum");
 
     // 2 processes × 1 worker over TCP on 127.0.0.1. A port taken between
     // probing and binding fails the start; one retry with fresh ports.
@@ -172,7 +203,7 @@ fn cluster_checksum_equals_single_process() {
     assert!(outs[0].stdout.contains("workers=2 processes=2"), "{}", outs[0].stdout);
 
     // 1 process × 2 workers.
-    let outs = wait_all(vec![spawn(&bin, &["-w", "2"])], "1 process × 2 workers");
+    let outs = wait_all(vec![spawn(&bin, ROWS, &["-w", "2"], &dir, "w2")], "1 process × 2 workers");
     assert!(outs[0].status.success(), "{}\n{}", outs[0].stdout, outs[0].stderr);
     assert_eq!(checksum_line(&outs[0]), Some(expected.as_str()), "{}", outs[0].stdout);
     assert!(outs[0].stdout.contains("workers=2 processes=1"), "{}", outs[0].stdout);
@@ -210,4 +241,42 @@ fn in_process_workers_agree_with_single_process() {
     assert!(expected.hist[3] > 0, "the quota rejects some rows");
     assert_eq!(run.totals.checksum(), expected);
     assert_eq!(run.totals.metrics, *gw.metrics.lock(), "the per-route histogram matches too");
+}
+
+#[test]
+fn a_dead_peer_ends_the_computation() {
+    // The documented limit: no failover. Process 1 is killed mid-run;
+    // process 0 must end on its own, not hang. 120 M rows take far longer
+    // than the test waits before the kill, and keep the checksum's latency
+    // sums (about 500 × rows² ns) below u64::MAX.
+    let bin = example_binary();
+    let dir = scratch("dead-peer");
+    let hosts = host_file(&dir);
+    let rows = 120_000_000;
+    // `-r`: timely reports "initialization complete" once connected.
+    let p0 = spawn(&bin, rows, &["-n", "2", "-p", "0", "-h", &hosts, "-r"], &dir, "p0");
+    let p1 = spawn(&bin, rows, &["-n", "2", "-p", "1", "-h", &hosts, "-r"], &dir, "p1");
+    let mut procs = vec![p0, p1];
+    let start = Instant::now();
+    while !procs.iter().all(|p| p.stdout_so_far().contains("initialization complete")) {
+        if start.elapsed() > DEADLINE {
+            kill_all(&mut procs);
+            panic!("the two processes did not connect within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let rows flow between them for a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut p1 = procs.pop().unwrap();
+    assert!(p1.child.try_wait().unwrap().is_none(), "process 1 ended early");
+    kill_all(std::slice::from_mut(&mut p1));
+    let out = wait_all(procs, "process 0 after its peer died").pop().unwrap();
+    assert!(!out.status.success(), "process 0 succeeded without its peer:\n{}", out.stdout);
+    // Either the example's own error (exit 1), or, when timely panics again
+    // while unwinding (a race between its threads), an abort.
+    if out.status.code() == Some(1) {
+        assert!(out.stderr.contains("restart every process"), "{}", out.stderr);
+    }
+    assert_eq!(checksum_line(&out), None);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -67,25 +67,34 @@
 //!   processes of the host file once, before any data flows; workers can
 //!   be neither added nor removed while a computation runs. To change the
 //!   size, stop the job and start it again with new `-w`/`-n`.
-//! - **A peer that dies ends the computation.** There is no failover: when
-//!   a process exits or its connection drops, the others fail (their
-//!   communication threads panic and the workers stop) or, if the peer
-//!   hangs, wait for it. A panic in an operator (a failing codec, see
-//!   [`run_pipeline`]) does the same. Nothing is checkpointed either:
-//!   operator state (quota counters, stashed epochs, partial metrics)
-//!   lives in worker memory only.
+//! - **A peer that dies ends the computation.** There is no failover and
+//!   no checkpoint. When a process exits or its connection drops, the
+//!   others' communication threads panic ("timely communication error:
+//!   reading data: socket closed"), their workers stop and the processes
+//!   exit with an error (`examples/cluster.rs` says so and exits 1) or,
+//!   when timely panics again while unwinding, abort; `tests/cluster.rs`
+//!   checks that the survivor ends. A peer that hangs instead of dying makes
+//!   the others wait for it forever, and a peer that never starts keeps
+//!   them at "awaiting connections": only a deadline outside the job
+//!   notices. A panic in an operator (a failing codec, see
+//!   [`run_pipeline`]) ends the computation too. Operator state (quota
+//!   counters, stashed epochs, partial metrics) lives in worker memory
+//!   only and is lost with the job.
 //! - **What a user does about it:** treat a run as a job that either
-//!   completes or is restarted. Feed it from replayable input, such as the
-//!   Arrow IPC files `mware::arrow` writes and maps (feature `arrow`), one
-//!   record batch per epoch; record, outside the job, the last epoch that every worker
-//!   completed (the probe's frontier) together with the sequential state
-//!   at that point (`StateHandle::lock` on the quota, the folded totals);
-//!   after a failure, start all processes again, restore that state and
-//!   replay from the first record batch after the last fully processed
-//!   one. Outputs of the replayed epochs must be idempotent (keyed by row
-//!   or by epoch) or deduplicated downstream. Run a supervisor (systemd,
-//!   Kubernetes, a job scheduler) that restarts the whole process set, not
-//!   single processes.
+//!   completes or is restarted as a whole, by a supervisor (systemd,
+//!   Kubernetes, a batch scheduler) that restarts every process of the job,
+//!   never a single one, and with a deadline that catches hangs. Feed the
+//!   job replayable input, such as the Arrow IPC files `mware::arrow`
+//!   writes and maps (feature `arrow`), one record batch per epoch. The
+//!   simplest restart replays the whole input. To resume instead, each
+//!   worker saves, after it finishes an epoch, its sequential state (the
+//!   quota counters, through `StateHandle::lock`) and its unsent
+//!   reduction partials, tagged with the epoch; the restart point is the
+//!   last epoch that every worker saved, i.e. the last fully processed
+//!   record batch. Restart all processes with the same worker count (state
+//!   is split by `key % workers`), restore each worker's state and replay
+//!   from the next record batch. Outputs of replayed epochs must be
+//!   idempotent (keyed by row or epoch) or deduplicated downstream.
 //! - **Costs.** Rows cross workers as records: within a process through
 //!   shared-memory queues, between processes serialised (bincode) over
 //!   TCP. That is far more expensive than mware's fused loop over a
