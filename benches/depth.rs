@@ -14,19 +14,30 @@ use mware::{PipelineBuilder, RowStage, Stage};
 
 const ROWS: usize = 1 << 18;
 
-fn step(x: Field<u32>, i: u32) -> impl RowStage + Stage {
-    stage::parallel(&format!("s{i}"), Write(x), move |x: &mut u32, _: &mut RowCtl| {
-        *x = x.wrapping_mul(31).wrapping_add(i)
-    })
+/// Stage `i` reads `x` and updates one of eight outputs, so a deep chain is
+/// eight interleaved dependency chains rather than one long one through
+/// memory (which would measure store-to-load latency, not the executor).
+fn step(f: &Fields, i: u32) -> impl RowStage + Stage {
+    let y = f.y[i as usize % f.y.len()];
+    stage::parallel(
+        &format!("s{i}"),
+        (Read(f.x), Write(y)),
+        move |(x, y): (&u32, &mut u32), _: &mut RowCtl| *y = y.wrapping_mul(31).wrapping_add(*x ^ i),
+    )
+}
+
+struct Fields {
+    x: Field<u32>,
+    y: [Field<u32>; 8],
 }
 
 macro_rules! static_chain {
     ($b:expr, $x:expr; $($i:literal)*) => {
-        $b.chain(mware::chain![$(before(step($x, $i))),*])
+        $b.chain(mware::chain![$(before(step(&$x, $i))),*])
     };
 }
 
-fn static_of(b: PipelineBuilder, x: Field<u32>, depth: usize) -> PipelineBuilder {
+fn static_of(b: PipelineBuilder, x: &Fields, depth: usize) -> PipelineBuilder {
     match depth {
         1 => static_chain!(b, x; 0),
         2 => static_chain!(b, x; 0 1),
@@ -42,7 +53,7 @@ fn static_of(b: PipelineBuilder, x: Field<u32>, depth: usize) -> PipelineBuilder
 
 fn bench(c: &mut Criterion) {
     let mut s = SchemaBuilder::new();
-    let x = s.hot::<u32>("x");
+    let f = Fields { x: s.hot::<u32>("x"), y: std::array::from_fn(|i| s.hot::<u32>(&format!("y{i}"))) };
     let schema = s.build().unwrap();
     let mut batch = Batch::new(&schema);
     batch.resize(ROWS);
@@ -52,9 +63,9 @@ fn bench(c: &mut Criterion) {
         .sample_size(20)
         .measurement_time(Duration::from_secs(2));
     for depth in [1usize, 2, 4, 8, 16, 32] {
-        let fused = static_of(Pipeline::builder(&schema).threads(1), x, depth).build().unwrap();
+        let fused = static_of(Pipeline::builder(&schema).threads(1), &f, depth).build().unwrap();
         let boxed = (0..depth as u32)
-            .fold(Pipeline::builder(&schema).threads(1), |b, i| b.before(step(x, i)))
+            .fold(Pipeline::builder(&schema).threads(1), |b, i| b.before(step(&f, i)))
             .build()
             .unwrap();
         for (name, p) in [("static", &fused), ("boxed", &boxed)] {

@@ -54,7 +54,7 @@ impl Batch {
         let mut cold = Vec::with_capacity(schema.cold_count());
         for f in schema.fields() {
             match f.storage {
-                Storage::Hot { size } => hot.push(HotColumn::new(size)),
+                Storage::Hot { size } => hot.push(HotColumn::new(size, f.slot)),
                 Storage::Cold => cold.push((f.new_cold.expect("cold fields carry a constructor"))()),
             }
         }

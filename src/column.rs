@@ -73,6 +73,12 @@ impl SharedColumn {
 #[derive(Clone, Default)]
 pub(crate) struct HotColumn {
     lines: Vec<Line>,
+    /// Lines skipped at the start of `lines`. Large columns come from the
+    /// allocator page-aligned, so row `r` of every column would share its
+    /// address bits below 4 KiB and a load from one column would wait on a
+    /// store to another (4K aliasing). Each column starts a different number
+    /// of cache lines in.
+    pad: usize,
     elem_size: usize,
     /// When set, the column's values are these (read-only) and `lines` only
     /// keeps its capacity for later.
@@ -80,8 +86,10 @@ pub(crate) struct HotColumn {
 }
 
 impl HotColumn {
-    pub(crate) fn new(elem_size: usize) -> Self {
-        HotColumn { lines: Vec::new(), elem_size, shared: None }
+    /// An empty column; `slot` (its position among the hot columns) picks
+    /// its start offset.
+    pub(crate) fn new(elem_size: usize, slot: usize) -> Self {
+        HotColumn { lines: Vec::new(), pad: (slot * 5) % 61, elem_size, shared: None }
     }
 
     /// Reads `column` in place instead of the owned buffer.
@@ -111,7 +119,7 @@ impl HotColumn {
     }
 
     fn lines_for(&self, rows: usize) -> usize {
-        (rows * self.elem_size).div_ceil(COLUMN_ALIGN)
+        self.pad + (rows * self.elem_size).div_ceil(COLUMN_ALIGN)
     }
 
     /// Resizes to `rows` rows; new rows are zeroed. Keeps the allocation.
@@ -137,7 +145,8 @@ impl HotColumn {
     }
 
     fn bytes_mut_all(&mut self) -> &mut [u8] {
-        bytemuck::cast_slice_mut(&mut self.lines)
+        let pad = self.pad.min(self.lines.len());
+        bytemuck::cast_slice_mut(&mut self.lines[pad..])
     }
 
     /// The first `rows` values as `T` (`T`'s size is the column's).
@@ -157,7 +166,7 @@ impl HotColumn {
         let n = rows * self.elem_size;
         match &self.shared {
             Some(shared) => &shared.bytes()[..n],
-            None => &bytemuck::cast_slice::<Line, u8>(&self.lines)[..n],
+            None => &bytemuck::cast_slice::<Line, u8>(&self.lines[self.pad.min(self.lines.len())..])[..n],
         }
     }
 
@@ -167,7 +176,10 @@ impl HotColumn {
     pub(crate) fn base_ptr(&mut self) -> *mut u8 {
         match &self.shared {
             Some(shared) => shared.bytes().as_ptr().cast_mut(),
-            None => self.lines.as_mut_ptr().cast(),
+            None => {
+                let pad = self.pad.min(self.lines.len());
+                self.lines[pad..].as_mut_ptr().cast()
+            }
         }
     }
 
@@ -307,7 +319,7 @@ mod tests {
 
     #[test]
     fn hot_column_is_aligned_and_zeroed_on_growth() {
-        let mut c = HotColumn::new(2);
+        let mut c = HotColumn::new(2, 3);
         c.resize(0, 100);
         assert_eq!(c.base_ptr() as usize % COLUMN_ALIGN, 0);
         c.typed_mut::<u16>(100).fill(7);
