@@ -411,6 +411,8 @@ impl<L: Layers> Chain<L> {
             state.fail(depth);
             run.set_state(row, state);
             if let Some(stats) = run.stats.as_deref_mut() {
+                // The step ran on the row (and unwound): seen and failed.
+                stats[slot].seen += 1;
                 stats[slot].failed += 1;
             }
             let stage = stage_name(names, slot);
@@ -447,6 +449,10 @@ impl<L: Layers> Chain<L> {
             let mut s = run.state(row);
             s.fail(depth);
             run.set_state(row, s);
+            if let Some(stats) = run.stats.as_deref_mut() {
+                stats[slot].seen += 1;
+                stats[slot].failed += 1;
+            }
             run.errors
                 .push((row, StageError { stage: stage.clone(), message: message.clone(), panicked: true }));
         };
