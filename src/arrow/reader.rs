@@ -144,6 +144,15 @@ fn guarded<T>(batch: Option<usize>, f: impl FnOnce() -> Result<T>) -> Result<T> 
     }
 }
 
+/// The Arrow schema of a flatbuffer schema. arrow-ipc before 60 has only
+/// the panicking `fb_to_schema` (60 adds `try_fb_to_schema` and deprecates
+/// it); every caller runs under [`guarded`], so a malformed schema becomes
+/// [`Error::Panic`] on any version in the range.
+#[allow(deprecated)]
+fn schema_of(fb: arrow_ipc::Schema<'_>) -> ArrowSchema {
+    arrow_ipc::convert::fb_to_schema(fb)
+}
+
 fn read_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
@@ -230,7 +239,7 @@ impl MappedFile {
                 file.version = footer.version();
                 let schema =
                     footer.schema().ok_or_else(|| Error::corrupt(None, "the footer has no schema"))?;
-                file.schema = Arc::new(arrow_ipc::convert::fb_to_schema(schema));
+                file.schema = Arc::new(schema_of(schema));
                 for kv in footer.custom_metadata().into_iter().flatten() {
                     if let (Some(k), Some(v)) = (kv.key(), kv.value()) {
                         file.metadata.insert(k.to_string(), v.to_string());
@@ -372,7 +381,7 @@ impl MappedFile {
             match message.header_type() {
                 MessageHeader::Schema if !have_schema => {
                     let s = message.header_as_schema().expect("schema header");
-                    scan.schema = arrow_ipc::convert::fb_to_schema(s);
+                    scan.schema = schema_of(s);
                     scan.version = message.version();
                     have_schema = true;
                 }
