@@ -105,7 +105,7 @@ pub enum Error {
         batch: usize,
     },
     /// A column's values are not aligned for its type, so they cannot be
-    /// read in place, and [`ReadOptions::require_zero_copy`](super::ReadOptions::require_zero_copy)
+    /// read in place, and [`ImportOptions::require_zero_copy`](super::ImportOptions::require_zero_copy)
     /// forbids the aligned copy.
     Misaligned {
         /// The record batch.
