@@ -173,6 +173,7 @@ fn arrow_rs_reads_mware_files_and_mware_reads_arrow_rs_files() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore)] // opens files
 fn not_an_arrow_file() {
     for bytes in [&b""[..], b"PAR1\0\0\0\0 some parquet", b"ARROW", &[0u8; 64][..]] {
         let err = open_bytes(bytes, ReadOptions::new()).unwrap_err();

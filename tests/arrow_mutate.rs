@@ -223,6 +223,7 @@ fn mutate_all(base: &[u8], seed: u64, tally: &mut Tally) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore)] // thousands of files: too slow for an interpreter
 fn damaged_files_never_panic_nor_read_out_of_bounds() {
     let mut tally = Tally::default();
     for (seed, base) in [(1, mware_file(true)), (2, mware_file(false)), (3, foreign_file())] {
@@ -238,6 +239,7 @@ fn damaged_files_never_panic_nor_read_out_of_bounds() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore)] // hundreds of files: too slow for an interpreter
 fn checksums_catch_every_single_bit_flip_in_a_body() {
     // A flip anywhere in a record batch's buffers fails verification: a
     // damaged file is never read as valid data.
@@ -270,6 +272,7 @@ fn checksums_catch_every_single_bit_flip_in_a_body() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore)] // opens a file (a memory map)
 fn the_replay_example_rejects_a_damaged_file_without_panicking() {
     // Kept cheap here: the example itself is exercised by .ci/pyarrow.sh.
     let base = mware_file(true);
