@@ -167,6 +167,7 @@ impl StreamBuilder {
             lane: Lane::new(ordered && workers > 1),
             pool,
             stats: Counters::default(),
+            profile: Mutex::new(RunReport::default()),
         });
         let mut handles = Vec::with_capacity(workers);
         for i in 0..workers {
@@ -323,6 +324,14 @@ impl StreamRunner {
     /// Counters so far.
     pub fn stats(&self) -> StreamStats {
         self.shared.stats.snapshot()
+    }
+
+    /// Every run's report so far, added up with
+    /// [`RunReport::accumulate`]: rows and chunks, and per-stage rows,
+    /// rejections, failures and time when the pipeline profiles
+    /// ([`Pipeline::set_profiling`]).
+    pub fn report(&self) -> RunReport {
+        self.shared.profile.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Stops accepting, runs and delivers every accepted batch, and joins the
@@ -864,6 +873,8 @@ struct Shared {
     lane: Lane,
     pool: BatchPool,
     stats: Counters,
+    /// Every run's report added up (per-stage figures when profiling is on).
+    profile: Mutex<RunReport>,
 }
 
 /// Admission: sequence numbers, the in-flight bound, and the reorder window
@@ -1069,8 +1080,11 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, done: &Sender<Done>) {
         s.busy_ns.fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
         s.processed.fetch_add(1, Ordering::Relaxed);
         s.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if report.is_err() {
-            s.failed_runs.fetch_add(1, Ordering::Relaxed);
+        match &report {
+            Ok(r) => shared.profile.lock().unwrap_or_else(|e| e.into_inner()).accumulate(r),
+            Err(_) => {
+                s.failed_runs.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let failed = batch.errors().count();
         if failed > 0 {

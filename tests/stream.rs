@@ -589,3 +589,33 @@ fn wrong_schema_and_bad_settings() {
         assert_eq!(consumer.recv().unwrap().seq, 1);
     });
 }
+
+#[test]
+fn runner_accumulates_the_runs_reports() {
+    bounded(Duration::from_secs(60), || {
+        let (schema, fields) = Fields::schema();
+        let gw = GatewayPipeline::build(&fields, &schema, 10_000, Composition::Static, |b| {
+            b.threads(1).profile(true)
+        })
+        .unwrap();
+        let runner = StreamRunner::builder(gw.pipeline).build().unwrap();
+        let mut consumer = runner.consumer().unwrap();
+        let mut submitted = 0u64;
+        for (k, rows) in [1000usize, 3000, 6000].into_iter().enumerate() {
+            let mut batch = runner.batch();
+            fields.fill(&mut batch, 42, submitted, rows).unwrap();
+            submitted += rows as u64;
+            assert_eq!(runner.submit(batch).unwrap(), k as u64);
+        }
+        for _ in 0..3 {
+            consumer.recv().unwrap();
+        }
+        let report = runner.report();
+        assert_eq!(report.rows as u64, submitted);
+        let metrics = report.stages.iter().find(|s| &*s.name == "metrics").expect("profiled stages");
+        assert_eq!(metrics.rows, submitted, "the outermost after-stage sees every row");
+        let auth = report.stages.iter().find(|s| &*s.name == "auth").unwrap();
+        assert_eq!(auth.rows, submitted);
+        runner.close();
+    });
+}
