@@ -154,6 +154,11 @@ fn steady_state_runs_allocate_nothing() {
     // So the bound depends on the number of runs only, and must hold alike
     // for batches of 16 and of 256 chunks.
     const RUNS2: u64 = 126;
+    // Rayon starts its pool threads lazily, and a pool thread registers its
+    // queues and epoch handle (allocating) the first time it runs a job —
+    // which, for the second worker, may first happen inside the measured
+    // window. Run a job on every pool thread first.
+    rayon::broadcast(|_| ());
     let bound = RUNS2.div_ceil(63) as usize + 1;
     for composition in [Composition::Static, Composition::Boxed] {
         let mut per_size = Vec::new();
