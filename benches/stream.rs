@@ -25,19 +25,8 @@ use mware::gateway8::{Composition, Fields, GatewayPipeline};
 use mware::stream::StreamRunner;
 use mware::{Batch, Pipeline, PipelineBuilder, StateHandle};
 
-const ROWS: usize = 1 << 20;
-const SEED: u64 = 42;
-
-fn batches(fields: &Fields, schema: &mware::Schema, batch: usize) -> Vec<Batch> {
-    (0..ROWS)
-        .step_by(batch)
-        .map(|first| {
-            let mut b = Batch::new(schema);
-            fields.fill(&mut b, SEED, first as u64, batch.min(ROWS - first)).unwrap();
-            b
-        })
-        .collect()
-}
+mod common;
+use common::{ROWS, mware_batches as batches};
 
 /// Puts a processed batch back to its input state.
 fn reset(fields: &Fields, b: &mut Batch) {

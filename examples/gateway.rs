@@ -72,13 +72,7 @@ fn run(args: &Args) -> mware::Result<()> {
         times.push(busy);
     }
     println!("{}", line.expect("at least one repeat"));
-    println!(
-        "throughput rows={} batch={} threads={} ns_per_row={:.3}",
-        args.rows,
-        args.batch,
-        args.effective_threads(),
-        median_ns_per_row(&mut times, args.rows)
-    );
+    println!("{}", args.throughput_line(median_ns_per_row(&mut times, args.rows)));
     if profile {
         let svg = args.option("--profile-svg").unwrap_or("profile.svg");
         println!("profile: every run of the {} repeat(s) added up", args.repeat);

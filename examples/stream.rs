@@ -183,13 +183,7 @@ fn run(args: &Args, producers: usize) -> mware::Result<()> {
         last = Some((stats, wall, in_order));
     }
     println!("{}", line.expect("at least one repeat"));
-    println!(
-        "throughput rows={} batch={} threads={} ns_per_row={:.3}",
-        args.rows,
-        args.batch,
-        args.effective_threads(),
-        median_ns_per_row(&mut busy_times, args.rows)
-    );
+    println!("{}", args.throughput_line(median_ns_per_row(&mut busy_times, args.rows)));
     let (stats, wall, in_order) = last.expect("at least one repeat");
     println!(
         "stream producers={producers} batches={} in_order={in_order} wall_ns_per_row={:.3} busy_share={:.2} chunks={}",

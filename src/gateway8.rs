@@ -692,6 +692,17 @@ impl Args {
         }
     }
 
+    /// The `throughput …` line every gateway-8 example prints (other tools
+    /// read it): `throughput rows=N batch=B threads=T ns_per_row=X`.
+    pub fn throughput_line(&self, ns_per_row: f64) -> String {
+        format!(
+            "throughput rows={} batch={} threads={} ns_per_row={ns_per_row:.3}",
+            self.rows,
+            self.batch,
+            self.effective_threads()
+        )
+    }
+
     /// The batches of the run as `(first row, rows)`.
     pub fn batches(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
         (0..self.rows)
