@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use bumpalo::Bump;
 
 use crate::access::{ColumnTable, SendPtr};
-use crate::batch::Batch;
+use crate::batch::{Batch, BatchParts};
 use crate::column::ColdStore;
 use crate::error::StageError;
 use crate::pipeline::Pipeline;
 use crate::plan::{Plan, Segment};
 use crate::report::{RunReport, SlotStats, StageReport};
 use crate::schema::Storage;
+use crate::turns::{PassOnUnwind, Turn, Turns};
 use crate::unit::ChunkRun;
 
 /// Where a pipeline's runs execute.
@@ -87,76 +88,154 @@ impl Scratch {
     }
 }
 
-pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
-    let prof = p.profiling.load(Ordering::Relaxed);
-    // Reading the clock costs as much as a one-row run: only when profiling.
-    let started = prof.then(Instant::now);
-    let len = batch.len();
-    let steps = p.serial.steps.len();
-    let workers =
-        if len.saturating_mul(steps) >= p.min_parallel_work { p.threads.workers().max(1) } else { 1 };
-    let workers = workers.min(len.div_ceil(p.parallel.chunk_rows)).max(1);
-
-    let mut scratch =
-        p.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Scratch::new(p, 1));
-    scratch.ensure(p, workers);
-    batch.own_slots(&p.written_hot);
-    let parts = batch.parts();
-    scratch.hot.clear();
-    scratch.hot.extend(parts.schema.fields().iter().map(|f| match f.storage {
-        Storage::Hot { .. } => SendPtr(parts.hot[f.slot].base_ptr()),
-        Storage::Cold => SendPtr(std::ptr::null_mut()),
-    }));
-    scratch.cold.clear();
-    scratch.cold.extend(parts.cold.iter_mut().map(|c| SendPtr(&mut **c as *mut dyn ColdStore)));
-    let table = ColumnTable {
-        schema: parts.schema,
-        hot: &scratch.hot,
-        cold: &scratch.cold,
-        states: SendPtr(parts.states.as_mut_ptr()),
-        len,
-    };
-
-    let plan = if workers > 1 { &p.parallel } else { &p.serial };
-    let mut report = RunReport { rows: len, threads: workers, ..RunReport::default() };
-    let ctx = RunCtx { p, plan, table: &table, prof };
+/// A run of one batch in progress, segment by segment: what [`run`] and
+/// [`run_in_turn`] drive, and the one place a caller that interleaves
+/// other work between segments (an async stage) plugs in.
+pub(crate) struct Run<'p, 'b> {
+    p: &'p Pipeline,
+    plan: &'p Plan,
+    parts: BatchParts<'b>,
+    /// Taken from the pipeline's pool; given back when the run ends.
+    scratch: Option<Scratch>,
+    workers: usize,
+    prof: bool,
+    started: Option<Instant>,
+    report: RunReport,
+    /// Set when earlier runs' ordered groups must finish first (streams).
+    turn: Option<Turn<'p>>,
     #[cfg(feature = "tracing")]
-    let run_span = crate::report::trace::run(plan, len, workers);
-    #[cfg(feature = "tracing")]
-    let _in_run = run_span.enter();
-    for seg in &plan.segments {
+    span: tracing::Span,
+}
+
+impl<'p, 'b> Run<'p, 'b> {
+    /// Prepares `batch`: picks the plan and the worker count, takes scratch.
+    pub(crate) fn start(p: &'p Pipeline, batch: &'b mut Batch, turn: Option<Turn<'p>>) -> Self {
+        let prof = p.profiling.load(Ordering::Relaxed);
+        // Reading the clock costs as much as a one-row run: only when profiling.
+        let started = prof.then(Instant::now);
+        let len = batch.len();
+        let steps = p.serial.steps.len();
+        let workers = if turn.is_some() || len.saturating_mul(steps) < p.min_parallel_work {
+            1
+        } else {
+            p.threads.workers().max(1).min(len.div_ceil(p.parallel.chunk_rows)).max(1)
+        };
+        // A run in turn keeps ordered groups apart so the runs before and
+        // after it overlap with everything else.
+        let plan = if workers > 1 || turn.is_some() { &p.parallel } else { &p.serial };
+        let mut scratch =
+            p.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Scratch::new(p, 1));
+        scratch.ensure(p, workers);
+        batch.own_slots(&p.written_hot);
+        let parts = batch.parts();
+        let report = RunReport { rows: len, threads: workers, ..RunReport::default() };
         #[cfg(feature = "tracing")]
-        let _in_segment = crate::report::trace::segment(plan, seg, len).entered();
-        let ws = &mut scratch.workers[..workers];
-        let t = prof.then(Instant::now);
-        report.chunks += if workers > 1 && !seg.barrier {
+        let span = crate::report::trace::run(plan, len, workers);
+        Run {
+            p,
+            plan,
+            parts,
+            scratch: Some(scratch),
+            workers,
+            prof,
+            started,
+            report,
+            turn,
+            #[cfg(feature = "tracing")]
+            span,
+        }
+    }
+
+    /// The plan this run follows.
+    pub(crate) fn plan(&self) -> &'p Plan {
+        self.plan
+    }
+
+    /// Runs segment `s` of [`plan`](Run::plan). Segments must run in order.
+    pub(crate) fn run_segment(&mut self, s: usize) {
+        #[cfg(feature = "tracing")]
+        let _in_run = self.span.enter();
+        let seg = &self.plan.segments[s];
+        #[cfg(feature = "tracing")]
+        let _in_segment = crate::report::trace::segment(self.plan, seg, self.parts.states.len()).entered();
+        let scratch = self.scratch.as_mut().expect("scratch until the run ends");
+        let parts = &mut self.parts;
+        scratch.hot.clear();
+        scratch.hot.extend(parts.schema.fields().iter().map(|f| match f.storage {
+            Storage::Hot { .. } => SendPtr(parts.hot[f.slot].base_ptr()),
+            Storage::Cold => SendPtr(std::ptr::null_mut()),
+        }));
+        scratch.cold.clear();
+        scratch.cold.extend(parts.cold.iter_mut().map(|c| SendPtr(&mut **c as *mut dyn ColdStore)));
+        let table = ColumnTable {
+            schema: parts.schema,
+            hot: &scratch.hot,
+            cold: &scratch.cold,
+            states: SendPtr(parts.states.as_mut_ptr()),
+            len: parts.states.len(),
+        };
+        let ctx = RunCtx { p: self.p, plan: self.plan, table: &table, prof: self.prof, turn: self.turn };
+        let ws = &mut scratch.workers[..self.workers];
+        let t = self.prof.then(Instant::now);
+        self.report.chunks += if self.workers > 1 && !seg.barrier {
             ctx.run_parallel(seg, ws, &scratch.tickets)
         } else {
             ctx.run_serial(seg, &mut ws[0], parts.arena)
         };
         if let Some(t) = t {
-            report.segments.push(t.elapsed());
+            self.report.segments.push(t.elapsed());
         }
         // File errors after every segment: within one, a row belongs to one
         // worker, so a row failed twice keeps its last error.
-        for w in &mut scratch.workers[..workers] {
+        for w in ws {
             for (row, e) in w.errors.drain(..) {
                 parts.errors.insert(row, e);
             }
         }
     }
-    if prof {
-        collect_profile(plan, &mut scratch.workers[..workers], &mut report);
-    }
 
-    for w in &mut scratch.workers[..workers] {
-        w.arena.reset();
+    /// Ends the run: gives the scratch back and returns the report.
+    pub(crate) fn finish(mut self) -> RunReport {
+        let mut scratch = self.scratch.take().expect("scratch until the run ends");
+        let ws = &mut scratch.workers[..self.workers];
+        if self.prof {
+            collect_profile(self.plan, ws, &mut self.report);
+        }
+        for w in ws {
+            w.arena.reset();
+        }
+        self.p.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
+        let mut report = std::mem::take(&mut self.report);
+        report.elapsed = self.started.map_or(Duration::ZERO, |t| t.elapsed());
+        #[cfg(feature = "tracing")]
+        crate::report::trace::finish(&self.span, &report, self.parts.states);
+        report
     }
-    p.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
-    report.elapsed = started.map_or(Duration::ZERO, |t| t.elapsed());
-    #[cfg(feature = "tracing")]
-    crate::report::trace::finish(&run_span, &report, batch);
-    report
+}
+
+/// Runs every segment of `batch` on the calling thread or the pipeline's
+/// pool.
+pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
+    let mut run = Run::start(p, batch, None);
+    for s in 0..run.plan().segments.len() {
+        run.run_segment(s);
+    }
+    run.finish()
+}
+
+/// Runs `batch` as run number `index` of a sequence sharing `turns`: on the
+/// calling thread, each ordered group entered only after run `index - 1`
+/// has left it. Runs of one sequence may go on different threads at once.
+pub(crate) fn run_in_turn(p: &Pipeline, batch: &mut Batch, turns: &Turns, index: u64) -> RunReport {
+    let mut run = Run::start(p, batch, Some(Turn { turns, index }));
+    // Should the run unwind outside any stage, later runs must not wait for
+    // it forever: the guard passes every ordered group it still holds.
+    let guard = PassOnUnwind { turns, index, plan: run.plan() };
+    for s in 0..run.plan().segments.len() {
+        run.run_segment(s);
+    }
+    std::mem::forget(guard);
+    run.finish()
 }
 
 /// Sums the workers' counters and group times into per-stage reports.
@@ -204,6 +283,7 @@ struct RunCtx<'r> {
     plan: &'r Plan,
     table: &'r ColumnTable<'r>,
     prof: bool,
+    turn: Option<Turn<'r>>,
 }
 
 impl RunCtx<'_> {
@@ -227,18 +307,34 @@ impl RunCtx<'_> {
     }
 
     /// Runs a segment on the calling thread: chunk-major, so a chunk stays
-    /// in cache across every group of the segment.
+    /// in cache across every group of the segment. In turn, an ordered group
+    /// waits for the run before to leave it before its first chunk and lets
+    /// the run after in after its last.
     fn run_serial(&self, seg: &Segment, w: &mut Worker, arena: &Bump) -> usize {
         let len = self.table.len;
-        if len == 0 {
-            return 0;
-        }
-        let chunk_rows = if seg.barrier { len } else { self.plan.chunk_rows };
+        let chunk_rows = if seg.barrier { len.max(1) } else { self.plan.chunk_rows };
         let n = len.div_ceil(chunk_rows);
+        let turn = |gi: usize| self.turn.filter(|_| self.plan.groups[gi].ordered);
+        if n == 0 {
+            // No chunk to carry the turn: pass it on straight away.
+            for gi in seg.groups.clone() {
+                if let Some(t) = turn(gi) {
+                    t.turns.wait(gi, t.index);
+                    t.turns.pass(gi, t.index);
+                }
+            }
+        }
         for k in 0..n {
             let (start, rows) = chunk_range(k, chunk_rows, len);
             for gi in seg.groups.clone() {
+                let turn = turn(gi);
+                if let (Some(t), 0) = (turn, k) {
+                    t.turns.wait(gi, t.index);
+                }
                 self.run_group(gi, w, arena, start, rows);
+                if let Some(t) = turn.filter(|_| k + 1 == n) {
+                    t.turns.pass(gi, t.index);
+                }
             }
         }
         n

@@ -71,6 +71,7 @@ pub mod stage;
 pub mod stream;
 #[cfg(feature = "timely")]
 pub mod timely;
+mod turns;
 mod unit;
 
 pub use access::{

@@ -34,7 +34,8 @@ pub struct Group {
     pub steps: Range<usize>,
     /// Whether one loop body runs all of its steps.
     pub fused: bool,
-    /// Whether it holds a sequential stage (chunks must come in row order).
+    /// Whether it holds a sequential or whole-batch stage (chunks must come
+    /// in row order, runs in submission order).
     pub ordered: bool,
 }
 
@@ -111,7 +112,7 @@ impl Plan {
         let mut groups: Vec<Group> = Vec::new();
         let mut segments: Vec<Segment> = Vec::new();
         for (i, step) in steps.iter().enumerate() {
-            let ordered = step.meta.kind == Kind::Sequential;
+            let ordered = matches!(step.meta.kind, Kind::Sequential | Kind::WholeBatch);
             let fused = units[step.unit].fused();
             let extend = groups.last().is_some_and(|g| {
                 let prev = &steps[g.steps.end - 1];

@@ -517,7 +517,7 @@ pub(crate) mod trace {
     use tracing::field::Empty;
 
     use super::RunReport;
-    use crate::batch::Batch;
+    use crate::control::RowState;
     use crate::plan::{Plan, Segment};
 
     /// Stage names of a range of steps, comma-separated (formatted only if
@@ -567,12 +567,12 @@ pub(crate) mod trace {
 
     /// Ends a run's span: records its chunks and live rows and, when the
     /// run was profiled, one DEBUG event `stage` per stage with its counts.
-    pub(crate) fn finish(span: &tracing::Span, report: &RunReport, batch: &Batch) {
+    pub(crate) fn finish(span: &tracing::Span, report: &RunReport, states: &[RowState]) {
         if span.is_disabled() {
             return;
         }
         span.record("chunks", report.chunks);
-        span.record("live", batch.live_rows());
+        span.record("live", states.iter().filter(|s| s.is_live()).count());
         for s in &report.stages {
             tracing::debug!(
                 target: "mware",

@@ -40,17 +40,17 @@
 //!
 //! # Pipelining
 //!
-//! A pipeline without sequential or whole-batch stages runs on every worker
-//! at once, batches in any order. A pipeline with one runs its batches one
-//! after the other: `Pipeline::run` is the finest grain the executor offers
-//! today, and concurrent runs would interleave the sequential stage's chunks
-//! of different batches. Within one run the executor already overlaps the
-//! parallel groups of chunk `k + 1` with the sequential stage on chunk `k`
-//! when the batch is large enough to spread over threads. Overlapping the
-//! parallel work of batch `k + 1` with the sequential stage on batch `k`
-//! needs an executor hook that orders the sequential groups of successive
-//! runs; the runner is laid out so that the hook drops in at one place
-//! (its private `Lane`, where a worker starts a run).
+//! Every worker thread runs one batch at a time. A pipeline without
+//! sequential or whole-batch stages runs its batches on every worker at
+//! once, in any order. A pipeline with one runs each batch on its worker's
+//! thread, chunk by chunk, and its *ordered groups* (the fused groups that
+//! hold a sequential or whole-batch stage, see
+//! [`Plan::groups`](crate::Plan::groups)) take the batches in turn:
+//! batch `k + 1` enters the quota stage after batch `k` left it, while its
+//! parallel stages already run beside batch `k`'s sequential one. So a
+//! sequential stage no longer idles the other cores, and the state it
+//! carries ends as after one single-threaded run over the concatenated
+//! input.
 
 // Submitting hands a rejected batch back by value (no allocation on the
 // error path, which a producer retrying `try_submit` takes often): the
@@ -74,6 +74,7 @@ use crate::pipeline::Pipeline;
 use crate::report::RunReport;
 use crate::schema::Schema;
 use crate::stage::Kind;
+use crate::turns::Turns;
 
 /// The order in which a [`Consumer`] receives processed batches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,9 +105,9 @@ impl StreamBuilder {
         self
     }
 
-    /// Worker threads that call the pipeline (default: one per core for a
-    /// pipeline without sequential or whole-batch stages, else one, since
-    /// such a pipeline runs its batches one at a time).
+    /// Worker threads that run batches, one batch each at a time (default:
+    /// one per core). With ordered stages, batches overlap everywhere but in
+    /// those stages (see [Pipelining](crate::stream#pipelining)).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = Some(workers);
         self
@@ -142,7 +143,8 @@ impl StreamBuilder {
         }
         let ordered = needs_order(&self.pipeline);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let workers = self.workers.unwrap_or(if ordered { 1 } else { cores });
+        let workers = self.workers.unwrap_or(cores);
+        let lane = Lane::new(&self.pipeline, ordered, workers);
         let pool = BatchPool::new(
             self.pipeline.schema(),
             self.pool.unwrap_or(2 * self.capacity + 4),
@@ -164,7 +166,7 @@ impl StreamBuilder {
                 waiting: 0,
             }),
             room: Condvar::new(),
-            lane: Lane::new(ordered && workers > 1),
+            lane,
             pool,
             stats: Counters::default(),
             profile: Mutex::new(RunReport::default()),
@@ -1024,44 +1026,33 @@ fn unreachable_full(job: Job, a: &mut Admit, freed: &mut usize) {
     drop(batch);
 }
 
-/// The order in which runs may use the pipeline.
-///
-/// Today a pipeline with sequential stages runs its batches one at a time:
-/// with more than one worker, a run waits for the previous dispatch index
-/// to finish. This is the one place an executor hook ordering only the
-/// sequential groups of successive runs would go: the worker would call it
-/// with the dispatch index instead of waiting here for the whole run.
+/// How a worker runs a batch. A pipeline with ordered (sequential or
+/// whole-batch) stages and more than one worker runs each batch on its
+/// worker's thread in turn (see `crate::turns`): run `index` enters each
+/// ordered group after run `index - 1` left it, and overlaps with it
+/// everywhere else. Workers take batches off the job queue in dispatch
+/// order, so the run a worker waits for is always already running.
 struct Lane {
-    serial: bool,
-    turn: Mutex<u64>,
-    turned: Condvar,
+    turns: Option<Turns>,
 }
 
 impl Lane {
-    fn new(serial: bool) -> Lane {
-        Lane { serial, turn: Mutex::new(0), turned: Condvar::new() }
+    fn new(pipeline: &Pipeline, ordered: bool, workers: usize) -> Lane {
+        Lane { turns: (ordered && workers > 1).then(|| Turns::new(pipeline.parallel_plan())) }
     }
 
     fn run(&self, pipeline: &Pipeline, index: u64, batch: &mut Batch) -> Result<RunReport> {
-        if !self.serial {
-            return guarded_run(pipeline, batch);
-        }
-        let mut turn = lock(&self.turn);
-        while *turn != index {
-            turn = self.turned.wait(turn).unwrap_or_else(|e| e.into_inner());
-        }
-        drop(turn);
-        let report = guarded_run(pipeline, batch);
-        *lock(&self.turn) = index + 1;
-        self.turned.notify_all();
-        report
+        guard_run(|| match &self.turns {
+            None => pipeline.run(batch),
+            Some(turns) => Ok(crate::exec::run_in_turn(pipeline, batch, turns, index)),
+        })
     }
 }
 
-/// `Pipeline::run`, with a panic of the run itself (not of a stage, which
+/// A run, with a panic of the run itself (not of a stage, which
 /// the executor contains) turned into the report's error.
-fn guarded_run(pipeline: &Pipeline, batch: &mut Batch) -> Result<RunReport> {
-    match catch_unwind(AssertUnwindSafe(|| pipeline.run(batch))) {
+fn guard_run(run: impl FnOnce() -> Result<RunReport>) -> Result<RunReport> {
+    match catch_unwind(AssertUnwindSafe(run)) {
         Ok(report) => report,
         Err(payload) => Err(Error::Stage(StageError {
             stage: "<executor>".into(),
