@@ -767,7 +767,7 @@ fn explain_shows_segments_groups_stages_and_parallelism() {
     }
     let parallel = gw.pipeline.parallel_plan().explain(gw.pipeline.schema());
     for want in
-        ["plan (parallel", "group 1: own pass", "in row order", "in parallel: any chunk on any worker"]
+        ["plan (parallel", "group 1: fused loop", "in row order", "in parallel: any chunk on any worker"]
     {
         assert!(parallel.contains(want), "missing {want:?} in\n{parallel}");
     }
