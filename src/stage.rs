@@ -21,6 +21,10 @@ use crate::access::{Access, FieldUse, RowOf, SlicesOf};
 use crate::control::{RowCtl, RowState};
 use crate::error::StageError;
 
+pub use crate::fetch::{
+    AsyncResult, AsyncRows, AsyncStage, AsyncStep, BoxError, BoxFuture, Fetch, FnStage, fetch, fetch_with,
+};
+
 /// How a stage may be scheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -32,6 +36,9 @@ pub enum Kind {
     Reduction,
     /// Needs the entire batch at once.
     WholeBatch,
+    /// A future per batch (or chunk), awaited between sync segments (see
+    /// [`fetch`]).
+    Async,
 }
 
 impl fmt::Display for Kind {
@@ -41,6 +48,7 @@ impl fmt::Display for Kind {
             Kind::Sequential => "sequential",
             Kind::Reduction => "reduction",
             Kind::WholeBatch => "whole-batch",
+            Kind::Async => "async",
         })
     }
 }
