@@ -37,6 +37,9 @@ pub struct Batch {
     hot: Vec<HotColumn>,
     cold: Vec<Box<dyn ColdStore>>,
     states: Vec<RowState>,
+    /// No run touched `states` since they were last all set live: lets a
+    /// profiled run skip counting rows stopped before it started.
+    all_live: bool,
     errors: ColdColumn<StageError>,
     arena: Bump,
 }
@@ -64,6 +67,7 @@ impl Batch {
             hot,
             cold,
             states: Vec::new(),
+            all_live: true,
             errors: ColdColumn::default(),
             arena: Bump::new(),
         }
@@ -122,6 +126,7 @@ impl Batch {
             c.unshare();
         }
         self.states.clear();
+        self.all_live = true;
         for c in &mut self.cold {
             c.clear();
         }
@@ -190,6 +195,7 @@ impl Batch {
     /// errors, keeping the field values (to run the same input again).
     pub fn reset_control(&mut self) {
         self.states.fill(RowState::LIVE);
+        self.all_live = true;
         self.errors.clear();
     }
 
@@ -318,15 +324,18 @@ impl Batch {
         }
     }
 
-    pub(crate) fn parts(&mut self) -> BatchParts<'_> {
-        BatchParts {
+    /// The batch's parts for a run, and whether every row was live before it.
+    pub(crate) fn parts(&mut self) -> (BatchParts<'_>, bool) {
+        let all_live = std::mem::replace(&mut self.all_live, false);
+        let parts = BatchParts {
             schema: &self.schema,
             hot: &mut self.hot,
             cold: &mut self.cold,
             states: &mut self.states,
             errors: &mut self.errors,
             arena: &mut self.arena,
-        }
+        };
+        (parts, all_live)
     }
 }
 

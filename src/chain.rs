@@ -46,7 +46,7 @@ use crate::control::{RowCtl, RowState};
 use crate::error::StageError;
 use crate::report::SlotStats;
 use crate::stage::{RowStage, StageMeta, StatePolicy};
-use crate::unit::{ChunkRun, Unit, Walk, panic_message, select, stage_name};
+use crate::unit::{ChunkRun, Unit, Visible, Walk, panic_message, select, stage_name};
 
 /// The absent half of a layer (a middleware with only a before or only an
 /// after stage).
@@ -148,7 +148,9 @@ impl<S: RowStage> Half for S {
 /// Where one row runs inside a chunk: the step range and the error sink.
 pub struct RowEnv<'r> {
     trap: &'r Cell<Option<(usize, usize, RowState)>>,
-    stats: &'r mut [SlotStats],
+    /// The unit's per-slot counters while profiling, else null (see
+    /// [`RowCtl`]'s `stops`).
+    stats: *mut SlotStats,
     errors: &'r mut Vec<(usize, StageError)>,
     names: &'r [Option<Arc<str>>],
 }
@@ -213,7 +215,7 @@ pub trait Layers: Send + Sync + 'static {
     /// As for [`Half::call`].
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn row<const FULL: bool, const PROF: bool>(
+    unsafe fn row<const FULL: bool>(
         &self,
         ptrs: &Self::Ptrs,
         guards: &mut Self::Guards<'_>,
@@ -240,7 +242,7 @@ impl Layers for End {
     fn locals(&self) {}
     fn enter<'a>(&'a self, _: &'a mut ()) {}
     #[inline(always)]
-    unsafe fn row<const FULL: bool, const PROF: bool>(
+    unsafe fn row<const FULL: bool>(
         &self,
         _: &(),
         _: &mut (),
@@ -253,7 +255,7 @@ impl Layers for End {
 }
 
 #[inline(always)]
-unsafe fn step<H: Half, const PROF: bool>(
+unsafe fn step<H: Half>(
     half: &H,
     ptrs: H::Ptrs,
     guard: &mut H::Guard<'_>,
@@ -263,16 +265,13 @@ unsafe fn step<H: Half, const PROF: bool>(
     slot: usize,
 ) {
     ctl.depth = depth;
+    ctl.slot = slot as u16;
     // The trap is forgotten unless the stage unwinds: on the normal path it
     // costs nothing, and `ctl` stays in registers.
     let trap = Trap { cell: env.trap, row: ctl.row, slot, state: ctl.state };
-    let before = ctl.state;
     // SAFETY: forwarded from the caller's contract.
     unsafe { half.call(ptrs, guard, ctl.row, ctl) };
     std::mem::forget(trap);
-    if PROF {
-        env.stats[slot].count(before, ctl.state);
-    }
     // Passing values, not `ctl`, keeps `ctl` out of memory.
     if let Some(message) = ctl.error.take() {
         env.record(slot, ctl.row, message);
@@ -301,7 +300,7 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         (self.0.before.enter(&mut l.0), self.0.after.enter(&mut l.1), self.1.enter(&mut l.2))
     }
     #[inline(always)]
-    unsafe fn row<const FULL: bool, const PROF: bool>(
+    unsafe fn row<const FULL: bool>(
         &self,
         p: &Self::Ptrs,
         g: &mut Self::Guards<'_>,
@@ -315,13 +314,13 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         let after_slot = 2 * plan.layers - 1 - level;
         if B::PRESENT && (FULL || plan.has(before_slot)) && ctl.state.is_live() {
             // SAFETY: forwarded from the caller's contract.
-            unsafe { step::<B, PROF>(&self.0.before, p.0, &mut g.0, env, ctl, depth, before_slot) };
+            unsafe { step::<B>(&self.0.before, p.0, &mut g.0, env, ctl, depth, before_slot) };
         }
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.1.row::<FULL, PROF>(&p.2, &mut g.2, env, plan, ctl, level + 1) };
+        unsafe { self.1.row::<FULL>(&p.2, &mut g.2, env, plan, ctl, level + 1) };
         if A::PRESENT && (FULL || plan.has(after_slot)) && ctl.state.reaches_after(depth) {
             // SAFETY: forwarded from the caller's contract.
-            unsafe { step::<A, PROF>(&self.0.after, p.1, &mut g.1, env, ctl, depth, after_slot) };
+            unsafe { step::<A>(&self.0.after, p.1, &mut g.1, env, ctl, depth, after_slot) };
         }
     }
 }
@@ -411,8 +410,9 @@ impl<L: Layers> Chain<L> {
             state.fail(depth);
             run.set_state(row, state);
             if let Some(stats) = run.stats.as_deref_mut() {
-                // The step ran on the row (and unwound): seen and failed.
-                stats[slot].seen += 1;
+                // Counted from the state before the step: a stop the stage
+                // made before it unwound stays counted too (the state it
+                // set went down with it).
                 stats[slot].failed += 1;
             }
             let stage = stage_name(names, slot);
@@ -432,6 +432,9 @@ impl<L: Layers> Chain<L> {
         }
     }
 
+    /// Fails the rows of `walk` the first step would have seen: a panic
+    /// outside any stage (resolving columns, taking state) comes before the
+    /// first row runs, so the group could not start.
     #[cold]
     fn fail_walk(
         &self,
@@ -443,14 +446,17 @@ impl<L: Layers> Chain<L> {
     ) {
         let slot = slots.start;
         let depth = run.depth_of(slot, L::LEN);
+        let visible = Visible::of_slots(&(slot..slot + 1), L::LEN, run.depth_base);
         let stage = stage_name(names, slot);
         let message = panic_message(payload);
         let mut fail = |row: usize| {
             let mut s = run.state(row);
+            if !visible.sees(s) {
+                return;
+            }
             s.fail(depth);
             run.set_state(row, s);
             if let Some(stats) = run.stats.as_deref_mut() {
-                stats[slot].seen += 1;
                 stats[slot].failed += 1;
             }
             run.errors
@@ -476,17 +482,15 @@ impl<L: Layers> Chain<L> {
         // Absent slots are no-ops, so covering every present one is a full run.
         let full = slots.start <= self.present.start && slots.end >= self.present.end;
         let base = run.depth_base;
-        let prof = run.stats.is_some();
-        let stats = run.stats.as_deref_mut().unwrap_or_default();
+        let stats = run.stats.as_deref_mut().map_or(std::ptr::null_mut(), <[SlotStats]>::as_mut_ptr);
         let plan = RowPlan::new(base, L::LEN, slots);
         let mut env = RowEnv { trap, stats, errors: &mut *run.errors, names };
         // SAFETY: forwarded from the caller's contract.
         unsafe {
-            match (full, prof) {
-                (true, false) => self.walk::<true, false>(walk, locals, run.table, &mut env, plan),
-                (false, false) => self.walk::<false, false>(walk, locals, run.table, &mut env, plan),
-                (true, true) => self.walk::<true, true>(walk, locals, run.table, &mut env, plan),
-                (false, true) => self.walk::<false, true>(walk, locals, run.table, &mut env, plan),
+            if full {
+                self.walk::<true>(walk, locals, run.table, &mut env, plan)
+            } else {
+                self.walk::<false>(walk, locals, run.table, &mut env, plan)
             }
         }
     }
@@ -494,7 +498,7 @@ impl<L: Layers> Chain<L> {
     /// # Safety
     /// As for `walk_rows`.
     #[inline(always)]
-    unsafe fn walk<const FULL: bool, const PROF: bool>(
+    unsafe fn walk<const FULL: bool>(
         &self,
         walk: Walk<'_>,
         locals: &mut L::Locals,
@@ -509,15 +513,13 @@ impl<L: Layers> Chain<L> {
             Walk::Dense(rows) => {
                 for row in rows {
                     // SAFETY: forwarded; `row` is in the chunk.
-                    unsafe { self.one_row::<FULL, PROF>(row, states, &ptrs, &mut guards, env, plan) };
+                    unsafe { self.one_row::<FULL>(row, states, &ptrs, &mut guards, env, plan) };
                 }
             }
             Walk::Sparse(rows) => {
                 for &row in rows {
                     // SAFETY: forwarded; the selection holds rows of the chunk.
-                    unsafe {
-                        self.one_row::<FULL, PROF>(row as usize, states, &ptrs, &mut guards, env, plan)
-                    };
+                    unsafe { self.one_row::<FULL>(row as usize, states, &ptrs, &mut guards, env, plan) };
                 }
             }
         }
@@ -527,7 +529,7 @@ impl<L: Layers> Chain<L> {
     /// `row` is in a chunk this worker owns; `states` is the batch's state
     /// vector.
     #[inline(always)]
-    unsafe fn one_row<const FULL: bool, const PROF: bool>(
+    unsafe fn one_row<const FULL: bool>(
         &self,
         row: usize,
         states: SendPtr<RowState>,
@@ -538,11 +540,13 @@ impl<L: Layers> Chain<L> {
     ) {
         // SAFETY: the row's state word is read and written only here while
         // the row runs, and the stages' column references for the row live
-        // only inside `row`.
+        // only inside `row`. `env.stats` is null or this worker's counters
+        // for every slot of the unit, which nothing else touches during
+        // the walk (`walk_rows` made the pointer from its exclusive borrow).
         unsafe {
             let state = *states.0.add(row);
-            let mut ctl = RowCtl::new(state, row);
-            self.layers.row::<FULL, PROF>(ptrs, guards, env, plan, &mut ctl, 0);
+            let mut ctl = RowCtl::new(state, row, env.stats);
+            self.layers.row::<FULL>(ptrs, guards, env, plan, &mut ctl, 0);
             // Most stages leave most rows as they were: skip the store then.
             if ctl.state != state {
                 *states.0.add(row) = ctl.state;

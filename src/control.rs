@@ -7,6 +7,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::report::SlotStats;
+
 const FAILED: u16 = 0x8000;
 const DEPTH: u16 = 0x7FFF;
 
@@ -98,6 +100,13 @@ impl RowState {
         }
     }
 
+    /// Whether `self` and `other` stopped at the same place the same way
+    /// (statuses aside).
+    #[inline(always)]
+    pub(crate) fn same_stop(self, other: RowState) -> bool {
+        self.stop == other.stop
+    }
+
     #[inline(always)]
     pub(crate) fn rejected(depth: u16, status: u16) -> RowState {
         RowState { status, stop: depth + 1 }
@@ -122,14 +131,34 @@ impl RowState {
 pub struct RowCtl {
     pub(crate) state: RowState,
     pub(crate) depth: u16,
+    /// The running step's slot in its unit.
+    pub(crate) slot: u16,
     pub(crate) row: usize,
     pub(crate) error: Option<String>,
+    /// While profiling, the unit's per-slot counters (indexed by `slot`),
+    /// else null. Only stopping a row touches them, so profiling adds
+    /// nothing to the rows a stage passes.
+    stops: *mut SlotStats,
 }
 
 impl RowCtl {
+    /// # Safety
+    /// `stops` is null, or points to counters for every slot of the unit
+    /// that only this thread uses, and that no reference covers, while this
+    /// `RowCtl` lives.
     #[inline(always)]
-    pub(crate) fn new(state: RowState, row: usize) -> RowCtl {
-        RowCtl { state, depth: 0, row, error: None }
+    pub(crate) unsafe fn new(state: RowState, row: usize, stops: *mut SlotStats) -> RowCtl {
+        RowCtl { state, depth: 0, slot: 0, row, error: None, stops }
+    }
+
+    /// Counts a change of the row's stop for the profile.
+    #[inline(always)]
+    fn note(&self, before: RowState) {
+        if !self.stops.is_null() {
+            // SAFETY: per `new`'s contract; `slot` is the running step's
+            // slot in the unit whose counters `stops` points to.
+            unsafe { note_stop(self.stops.add(self.slot as usize), self.depth, before, self.state) }
+        }
     }
 
     /// The row's index in its batch.
@@ -159,15 +188,27 @@ impl RowCtl {
     /// Stops the row here with `status`.
     #[inline(always)]
     pub fn reject(&mut self, status: u16) {
+        let before = self.state;
         self.state = RowState::rejected(self.depth, status);
+        self.note(before);
     }
 
     /// Fails the row here; `message` is kept in the batch's error table.
     #[inline]
     pub fn fail(&mut self, message: impl Into<String>) {
+        let before = self.state;
         self.state.fail(self.depth);
+        self.note(before);
         self.error = Some(message.into());
     }
+}
+
+/// # Safety
+/// `stops` is valid for writes and unaliased (see [`RowCtl::new`]).
+#[inline(always)]
+unsafe fn note_stop(stops: *mut SlotStats, depth: u16, before: RowState, after: RowState) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { (*stops).record(depth, before, after) }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::column::{ColdColumn, ColdStore};
 use crate::error::StageError;
 use crate::pipeline::Pipeline;
 use crate::plan::{Plan, Segment};
-use crate::report::{RunReport, SlotStats, StageReport};
+use crate::report::{RunReport, SlotStats, StageReport, rows_seen};
 use crate::schema::Storage;
 use crate::turns::{PassOnUnwind, Turn, Turns};
 use crate::unit::ChunkRun;
@@ -100,6 +100,9 @@ pub(crate) struct Run<'p, 'b> {
     workers: usize,
     prof: bool,
     started: Option<Instant>,
+    /// While profiling: rows already stopped at each depth when the run
+    /// began (empty when every row was live).
+    stopped_before: Vec<u64>,
     report: RunReport,
     /// Set when earlier runs' ordered groups must finish first (streams).
     turn: Option<Turn<'p>>,
@@ -127,7 +130,16 @@ impl<'p, 'b> Run<'p, 'b> {
             p.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Scratch::new(p, 1));
         scratch.ensure(p, workers);
         batch.own_slots(&p.written_hot);
-        let parts = batch.parts();
+        let (parts, all_live) = batch.parts();
+        let mut stopped_before = Vec::new();
+        if prof && !all_live {
+            stopped_before = vec![0; p.serial.steps.iter().map(|s| s.depth + 1).max().unwrap_or(0)];
+            for d in parts.states.iter().filter_map(|s| s.stop_depth()) {
+                if let Some(n) = stopped_before.get_mut(d) {
+                    *n += 1;
+                }
+            }
+        }
         let report = RunReport { rows: len, threads: workers, ..RunReport::default() };
         #[cfg(feature = "tracing")]
         let span = crate::report::trace::run(plan, len, workers);
@@ -139,6 +151,7 @@ impl<'p, 'b> Run<'p, 'b> {
             workers,
             prof,
             started,
+            stopped_before,
             report,
             turn,
             #[cfg(feature = "tracing")]
@@ -230,7 +243,7 @@ impl<'p, 'b> Run<'p, 'b> {
         let mut scratch = self.scratch.take().expect("scratch until the run ends");
         let ws = &mut scratch.workers[..self.workers];
         if self.prof {
-            collect_profile(self.plan, ws, &mut self.report);
+            collect_profile(self.plan, ws, &self.stopped_before, &mut self.report);
         }
         for w in ws {
             w.arena.reset();
@@ -280,30 +293,36 @@ pub(crate) fn run_in_turn(p: &Pipeline, batch: &mut Batch, turns: &Turns, index:
 }
 
 /// Sums the workers' counters and group times into per-stage reports.
-fn collect_profile(plan: &Plan, workers: &mut [Worker], report: &mut RunReport) {
+fn collect_profile(plan: &Plan, workers: &mut [Worker], stopped_before: &[u64], report: &mut RunReport) {
     report.groups = vec![Duration::ZERO; plan.groups.len()];
     for w in workers.iter_mut() {
         for (g, t) in report.groups.iter_mut().zip(&mut w.group_time) {
             *g += std::mem::take(t);
         }
     }
-    for (gi, g) in plan.groups.iter().enumerate() {
-        for step in &plan.steps[g.steps.clone()] {
+    let stops: Vec<SlotStats> = plan
+        .steps
+        .iter()
+        .map(|step| {
             let mut sum = SlotStats::default();
             for w in workers.iter_mut() {
-                let s = std::mem::take(&mut w.stats[step.unit][step.slot]);
-                sum.seen += s.seen;
-                sum.rejected += s.rejected;
-                sum.failed += s.failed;
+                sum.add(std::mem::take(&mut w.stats[step.unit][step.slot]));
             }
+            sum
+        })
+        .collect();
+    let seen = rows_seen(&plan.steps, &stops, report.rows as u64, stopped_before);
+    for (gi, g) in plan.groups.iter().enumerate() {
+        for i in g.steps.clone() {
+            let step = &plan.steps[i];
             report.stages.push(StageReport {
                 name: step.meta.name.clone(),
                 kind: step.meta.kind,
                 depth: step.depth,
                 after: step.after,
-                rows: sum.seen,
-                rejected: sum.rejected,
-                failed: sum.failed,
+                rows: seen[i],
+                rejected: stops[i].rejected,
+                failed: stops[i].failed,
                 group: gi,
                 time: report.groups[gi],
                 fused: g.steps.len() > 1,

@@ -638,10 +638,11 @@ async fn run_async_segment(run: &mut Run<'_, '_>, step: &dyn AsyncStep, meta: &S
             }
         }
         if prof {
+            // The rows it saw were live (or stopped deeper): a row stopped
+            // at its depth now was stopped by it.
             let stat = &mut d.stats.as_deref_mut().expect("profiling")[meta.slot];
             for &r in &rows {
                 let s = states[r];
-                stat.seen += 1;
                 if s.stop_depth() == Some(depth as usize) {
                     if s.is_failed() { stat.failed += 1 } else { stat.rejected += 1 }
                 }

@@ -6,6 +6,7 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use crate::control::RowState;
+use crate::plan::Step;
 use crate::stage::Kind;
 
 /// The outcome of one [`Pipeline::run`](crate::Pipeline::run).
@@ -101,31 +102,67 @@ impl StageReport {
     }
 }
 
-/// Counters of one step, kept per worker while profiling.
+/// Rows one step stopped, kept per worker while profiling. Only stops are
+/// counted, from the stopping call itself (rare, off the rows' fast path);
+/// the rows each step saw follow from them, see [`rows_seen`].
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct SlotStats {
-    pub seen: u64,
     pub rejected: u64,
     pub failed: u64,
 }
 
 impl SlotStats {
-    /// Counts one row the step ran on, from its state before and after.
+    /// Counts a row the step at `depth` moved from `before` to `after`. A
+    /// step sees no row already stopped at its own depth, so a row stopped
+    /// there was stopped by this very step: a second stop replaces the
+    /// first (a reject then a fail counts as one failure).
     #[inline(always)]
-    pub(crate) fn count(&mut self, before: RowState, after: RowState) {
-        self.seen += 1;
-        if after.is_live() == before.is_live()
-            && after.is_failed() == before.is_failed()
-            && after.stop_depth() == before.stop_depth()
-        {
+    pub(crate) fn record(&mut self, depth: u16, before: RowState, after: RowState) {
+        if before.same_stop(after) {
             return;
         }
-        if after.is_failed() {
-            self.failed += 1;
+        if before.stop_depth() == Some(depth as usize) {
+            *self.counter(before) -= 1;
+        }
+        *self.counter(after) += 1;
+    }
+
+    fn counter(&mut self, stopped: RowState) -> &mut u64 {
+        if stopped.is_failed() { &mut self.failed } else { &mut self.rejected }
+    }
+
+    pub(crate) fn add(&mut self, other: SlotStats) {
+        self.rejected += other.rejected;
+        self.failed += other.failed;
+    }
+}
+
+/// The rows each step of `steps` (in execution order) saw in a run of
+/// `rows` rows, from the rows each step stopped (`stops`, per step) and the
+/// rows already stopped at each depth when the run began (`stopped_before`).
+///
+/// Every before-stage runs before every after-stage, so a before-stage sees
+/// the rows still live, and the after-stage at depth `d` sees the rows live
+/// or stopped deeper than `d` when the last before-stage ended: an
+/// after-stage stops rows only at its own depth, deeper than every
+/// after-stage still to come, so it hides no row from them.
+pub(crate) fn rows_seen(steps: &[Step], stops: &[SlotStats], rows: u64, stopped_before: &[u64]) -> Vec<u64> {
+    let depths = steps.iter().map(|s| s.depth + 1).chain([stopped_before.len()]).max().unwrap_or(0);
+    let mut stopped = vec![0u64; depths];
+    stopped[..stopped_before.len()].copy_from_slice(stopped_before);
+    let mut live = rows - stopped_before.iter().sum::<u64>();
+    let mut seen = Vec::with_capacity(steps.len());
+    for (step, s) in steps.iter().zip(stops) {
+        if step.after {
+            seen.push(live + stopped[step.depth + 1..].iter().sum::<u64>());
         } else {
-            self.rejected += 1;
+            seen.push(live);
+            let n = s.rejected + s.failed;
+            live = live.saturating_sub(n);
+            stopped[step.depth] += n;
         }
     }
+    seen
 }
 
 /// Stages that share one timed loop in a run: a fused group of the plan

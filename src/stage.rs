@@ -20,6 +20,7 @@ use bumpalo::Bump;
 use crate::access::{Access, FieldUse, RowOf, SlicesOf};
 use crate::control::{RowCtl, RowState};
 use crate::error::StageError;
+use crate::report::SlotStats;
 
 pub use crate::fetch::{
     AsyncResult, AsyncRows, AsyncStage, AsyncStep, BoxError, BoxFuture, Fetch, FnStage, fetch, fetch_with,
@@ -465,6 +466,9 @@ pub struct Rows<'a> {
     pub(crate) stage: &'a Arc<str>,
     pub(crate) errors: &'a mut Vec<(usize, StageError)>,
     pub(crate) arena: &'a Bump,
+    /// Rows this stage stopped (for the profile; counting only stops keeps
+    /// it off the rows the stage passes).
+    pub(crate) stops: &'a mut SlotStats,
 }
 
 impl<'a> Rows<'a> {
@@ -510,12 +514,16 @@ impl<'a> Rows<'a> {
 
     /// Stops chunk row `i` here with `status`.
     pub fn reject(&mut self, i: usize, status: u16) {
+        let before = self.states[i];
         self.states[i] = RowState::rejected(self.depth, status);
+        self.stops.record(self.depth, before, self.states[i]);
     }
 
     /// Fails chunk row `i` here with `message`.
     pub fn fail(&mut self, i: usize, message: impl Into<String>) {
+        let before = self.states[i];
         self.states[i].fail(self.depth);
+        self.stops.record(self.depth, before, self.states[i]);
         let error = StageError { stage: self.stage.clone(), message: message.into(), panicked: false };
         self.errors.push((self.first_row + i, error));
     }

@@ -325,8 +325,8 @@ impl StreamRunner {
         self.producer.reserve()
     }
 
-    /// Whether batches run one at a time in sequence order (the pipeline has
-    /// a sequential or whole-batch stage).
+    /// Whether the pipeline has a sequential or whole-batch stage, which
+    /// then sees the batches in sequence order.
     pub fn in_order(&self) -> bool {
         self.ordered
     }

@@ -76,7 +76,7 @@ pub(crate) enum Visible {
 impl Visible {
     /// What the steps `slots` of a unit with `layers` layers see together:
     /// the outermost after-stage in the range sees the most rows.
-    fn of_slots(slots: &Range<usize>, layers: usize, base: u16) -> Visible {
+    pub(crate) fn of_slots(slots: &Range<usize>, layers: usize, base: u16) -> Visible {
         if slots.end > layers {
             let outermost = 2 * layers - slots.end;
             Visible::After(base + outermost as u16)
@@ -86,7 +86,7 @@ impl Visible {
     }
 
     #[inline(always)]
-    fn sees(self, s: RowState) -> bool {
+    pub(crate) fn sees(self, s: RowState) -> bool {
         match self {
             Visible::Live => s.is_live(),
             Visible::After(d) => s.reaches_after(d),
@@ -240,6 +240,7 @@ impl<S: ChunkStage> ChunkStep for S {
             return;
         }
         let errors_before = run.errors.len();
+        let mut stops = SlotStats::default();
         let (start, len, table, arena) = (run.start, run.len, run.table, run.arena);
         let result = catch_unwind(AssertUnwindSafe(|| {
             let ptrs = self.access().resolve(table);
@@ -254,31 +255,20 @@ impl<S: ChunkStage> ChunkStep for S {
                 stage: name,
                 errors: &mut *run.errors,
                 arena,
+                stops: &mut stops,
             };
             self.call(S::Policy::state(&mut guard), cols, &mut rows);
         }));
-        if let Some(stats) = run.stats.as_deref_mut() {
-            let stat = &mut stats[slot];
-            let mut tally = |i: usize| {
-                let s = states[i];
-                stat.seen += 1;
-                if s.stop_depth() == Some(depth as usize) {
-                    if s.is_failed() { stat.failed += 1 } else { stat.rejected += 1 }
-                }
+        if result.is_err() {
+            // Every row the stage was given fails: its own stops are void.
+            let n = match selection {
+                Selection::Dense(n) => n,
+                Selection::Sparse(s) => s.len(),
             };
-            if result.is_ok() {
-                match selection {
-                    Selection::Dense(n) => (0..n).for_each(&mut tally),
-                    Selection::Sparse(s) => s.iter().for_each(|&i| tally(i as usize)),
-                }
-            } else {
-                let n = match selection {
-                    Selection::Dense(n) => n,
-                    Selection::Sparse(s) => s.len(),
-                };
-                stat.seen += n as u64;
-                stat.failed += n as u64;
-            }
+            stops = SlotStats { rejected: 0, failed: n as u64 };
+        }
+        if let Some(stats) = run.stats.as_deref_mut() {
+            stats[slot].add(stops);
         }
         if let Err(payload) = result {
             // Which rows the stage finished is unknown: every row it was

@@ -500,7 +500,10 @@ fn stream_reports_add_up() {
     ];
     let (p, refs) = build(&schema, x, &layers, |b| b.threads(1));
     let p = Arc::new(p);
-    let runner = StreamRunner::builder(p.clone()).capacity(3).build().unwrap();
+    // Two workers: the batches take turns at the ordered (reduction-holding)
+    // groups of the parallel plan.
+    let runner = StreamRunner::builder(p.clone()).capacity(3).workers(2).build().unwrap();
+    assert!(runner.in_order());
     let mut results = runner.consumer().unwrap();
     let mut all = HashMap::new();
     let mut inputs = Vec::new();
@@ -530,9 +533,50 @@ fn stream_reports_add_up() {
     assert_eq!(total.rows, inputs.iter().map(Vec::len).sum::<usize>());
     assert_eq!(counts_of(&total), expected(&p, all));
     // The stream ran one plan: group and segment times added up too.
-    assert_eq!(total.groups.len(), p.plan().groups.len());
-    assert_eq!(total.segments.len(), p.plan().segments.len());
+    assert_eq!(total.groups.len(), p.parallel_plan().groups.len());
+    assert_eq!(total.segments.len(), p.parallel_plan().segments.len());
     assert!(total.elapsed >= total.segments.iter().sum::<Duration>());
+}
+
+/// The profile counts only the rows each stage stops and derives the rows
+/// it saw; rows stopped by an earlier run of the same batch (no
+/// `reset_control` in between) are counted in too.
+#[test]
+fn rerun_without_reset_counts_rows_stopped_before() {
+    let (schema, x) = schema();
+    let noop = |name: &'static str| stage::parallel(name, Read(x), |_: &u64, _: &mut RowCtl| {});
+    let odd = stage::parallel("odd", Read(x), |x: &u64, ctl: &mut RowCtl| {
+        if x % 2 == 0 {
+            ctl.reject(400)
+        }
+    })
+    .rejects();
+    let p = Pipeline::builder(&schema)
+        .around(noop("outer_in"), noop("outer_out"))
+        .before(odd)
+        .handler(noop("handler"))
+        .threads(1)
+        .profile(true)
+        .build()
+        .unwrap();
+    let mut batch = Batch::new(&schema);
+    batch.resize(1000);
+    for (i, v) in batch.column_mut(x).unwrap().iter_mut().enumerate() {
+        *v = i as u64;
+    }
+    let seen = |r: &RunReport| r.stages.iter().map(|s| (s.name.to_string(), s.rows)).collect::<Vec<_>>();
+    let first = p.run(&mut batch).unwrap();
+    let expect = |a: u64, b: u64, c: u64, d: u64| {
+        vec![("outer_in".into(), a), ("odd".into(), b), ("handler".into(), c), ("outer_out".into(), d)]
+    };
+    assert_eq!(seen(&first), expect(1000, 1000, 500, 1000));
+    // Again without a reset: the even rows stay stopped at depth 1, so only
+    // the outer after-stage sees them.
+    let second = p.run(&mut batch).unwrap();
+    assert_eq!(seen(&second), expect(500, 500, 500, 1000));
+    assert_eq!(second.stages[1].rejected, 0);
+    batch.reset_control();
+    assert_eq!(seen(&p.run(&mut batch).unwrap()), seen(&first));
 }
 
 /// Without profiling, the report has no per-stage figures and costs no

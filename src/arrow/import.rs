@@ -421,7 +421,7 @@ fn restore_control(rb: &RecordBatch, ctl: [usize; 4], batch: &mut Batch) {
     let depth = rb.column(ctl[1]).as_primitive::<arrow_array::types::UInt16Type>();
     let failed = rb.column(ctl[2]).as_boolean();
     let errors = rb.column(ctl[3]).as_string::<i32>();
-    let parts = batch.parts();
+    let (parts, _) = batch.parts();
     for (row, state) in parts.states.iter_mut().enumerate() {
         let s = if status.is_valid(row) { status.value(row) } else { 0 };
         *state = match depth.is_valid(row).then(|| depth.value(row)) {
