@@ -53,6 +53,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod access;
+#[cfg(feature = "async")]
+pub mod aio;
 #[cfg(feature = "arrow")]
 pub mod arrow;
 mod batch;
