@@ -152,6 +152,9 @@ async fn run(args: &Args) -> mware::Result<()> {
     println!("{}", args.throughput_line(median_ns_per_row(&mut times, args.rows)));
     let calls = profiles.calls.load(Ordering::Relaxed);
     let keys = profiles.keys.load(Ordering::Relaxed);
-    eprintln!("profile service: {calls} calls, {keys} keys looked up ({:.0} keys per call)", keys as f64 / calls.max(1) as f64);
+    eprintln!(
+        "profile service: {calls} calls, {keys} keys looked up ({:.0} keys per call)",
+        keys as f64 / calls.max(1) as f64
+    );
     Ok(())
 }

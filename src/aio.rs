@@ -142,8 +142,12 @@ impl AsyncBuilder {
         if self.concurrency == 0 {
             return Err(Error::Config("async runner concurrency must be at least 1".into()));
         }
-        let ordered =
-            self.pipeline.plan().steps.iter().any(|s| matches!(s.meta.kind, Kind::Sequential | Kind::WholeBatch));
+        let ordered = self
+            .pipeline
+            .plan()
+            .steps
+            .iter()
+            .any(|s| matches!(s.meta.kind, Kind::Sequential | Kind::WholeBatch));
         let turns = ordered.then(|| Arc::new(Turns::new(self.pipeline.parallel_plan())));
         let shared = Arc::new(Shared {
             pipeline: self.pipeline,
@@ -215,7 +219,11 @@ impl AsyncRunner {
         if std::mem::replace(&mut s.results_taken, true) {
             return None;
         }
-        Some(Results { shared: shared.clone(), running: VecDeque::with_capacity(shared.concurrency), next_index: 0 })
+        Some(Results {
+            shared: shared.clone(),
+            running: VecDeque::with_capacity(shared.concurrency),
+            next_index: 0,
+        })
     }
 
     /// Submits `batch`, waiting (without blocking the thread) while
@@ -298,6 +306,8 @@ pub struct Results {
 
 type RunOutput = (u64, Batch, Result<RunReport>);
 
+// A few slots per runner; boxing finished runs would allocate per batch.
+#[allow(clippy::large_enum_variant)]
 enum Slot {
     Running(BoxFuture<'static, RunOutput>),
     Done(Option<RunOutput>),
@@ -312,6 +322,8 @@ impl fmt::Debug for Results {
 impl Results {
     /// The next processed batch; `None` once the runner is closed and every
     /// accepted batch was delivered.
+    // Named like `StreamExt::next`, so callers need no extension trait.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Next<'_> {
         Next { results: self }
     }
@@ -326,7 +338,12 @@ impl Results {
                 let Some((seq, batch)) = s.queue.pop_front() else { break };
                 let index = self.next_index;
                 self.next_index += 1;
-                self.running.push_back(Slot::Running(Box::pin(run_one(self.shared.clone(), seq, index, batch))));
+                self.running.push_back(Slot::Running(Box::pin(run_one(
+                    self.shared.clone(),
+                    seq,
+                    index,
+                    batch,
+                ))));
             }
             let idle = self.running.is_empty() && s.queue.is_empty();
             if !idle || !s.closed {
@@ -401,7 +418,9 @@ async fn run_one(shared: Arc<Shared>, seq: u64, index: u64, mut batch: Batch) ->
         let run = std::pin::pin!(drive(p, &mut batch, turn));
         match (CatchPanic { inner: run }).await {
             Ok(report) => Ok(report),
-            Err(message) => Err(Error::Stage(StageError { stage: "<executor>".into(), message, panicked: true })),
+            Err(message) => {
+                Err(Error::Stage(StageError { stage: "<executor>".into(), message, panicked: true }))
+            }
         }
     };
     (seq, batch, report)

@@ -110,7 +110,10 @@ impl fmt::Display for Error {
             Error::Config(msg) => write!(f, "invalid setting: {msg}"),
             Error::Stage(e) => e.fmt(f),
             Error::AsyncStage { stage } => {
-                write!(f, "stage `{stage}` is async: run the batch with Pipeline::run_async (or a stream runner)")
+                write!(
+                    f,
+                    "stage `{stage}` is async: run the batch with Pipeline::run_async (or a stream runner)"
+                )
             }
         }
     }

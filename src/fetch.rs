@@ -324,8 +324,12 @@ pub trait AsyncStep: Send + Sync {
     /// the rows of the range in the columns the stage declared (futures of
     /// one batch get disjoint ranges), and no one else touches a cold field
     /// the stage writes.
-    unsafe fn start<'a>(&'a self, table: &ColumnTable<'_>, start: usize, rows: AsyncRows<'a>)
-    -> BoxFuture<'a, AsyncResult>;
+    unsafe fn start<'a>(
+        &'a self,
+        table: &ColumnTable<'_>,
+        start: usize,
+        rows: AsyncRows<'a>,
+    ) -> BoxFuture<'a, AsyncResult>;
 }
 
 impl<S: AsyncStage> AsyncStep for Fetch<S> {
@@ -419,7 +423,10 @@ impl Unit for AsyncLayer {
             return Err(Error::Config(format!("async stage `{}`: chunk_rows must be at least 1", meta.name)));
         }
         if self.step.timeout() == Some(Duration::ZERO) {
-            return Err(Error::Config(format!("async stage `{}`: a zero timeout fails every row", meta.name)));
+            return Err(Error::Config(format!(
+                "async stage `{}`: a zero timeout fails every row",
+                meta.name
+            )));
         }
         if self.step.chunk_rows().is_some() {
             if let Some(f) = meta.uses.iter().find(|u| u.cold && u.write) {
@@ -475,7 +482,12 @@ impl Pipeline {
     /// assert_eq!(batch.status(1), Some(404));
     /// # Ok::<(), mware::Error>(())
     /// ```
-    pub fn run_async<'p>(&'p self, batch: &'p mut Batch) -> impl Future<Output = Result<RunReport>> + Send + 'p {
+    // Spelled out (not `async fn`) so the future is promised `Send`.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run_async<'p>(
+        &'p self,
+        batch: &'p mut Batch,
+    ) -> impl Future<Output = Result<RunReport>> + Send + 'p {
         async move {
             if batch.schema() != &self.schema {
                 return Err(Error::SchemaMismatch);
@@ -487,7 +499,11 @@ impl Pipeline {
 
 /// The async step of a segment, if the segment is an async stage's (the
 /// plan gives each one a segment of its own).
-fn async_step<'p>(p: &'p Pipeline, plan: &'p Plan, seg: &Segment) -> Option<(&'p dyn AsyncStep, &'p Step, usize)> {
+fn async_step<'p>(
+    p: &'p Pipeline,
+    plan: &'p Plan,
+    seg: &Segment,
+) -> Option<(&'p dyn AsyncStep, &'p Step, usize)> {
     if !seg.barrier || seg.groups.len() != 1 {
         return None;
     }
@@ -672,7 +688,9 @@ impl<'a> Guarded<'a> {
     fn new(started: std::thread::Result<BoxFuture<'a, AsyncResult>>, timeout: Option<Duration>) -> Self {
         match started {
             Ok(f) => Guarded { future: Some(f), early: None, sleep: timeout.map(|t| (Sleep::new(t), t)) },
-            Err(p) => Guarded { future: None, early: Some(ChunkEnd::Panicked(panic_message(&*p))), sleep: None },
+            Err(p) => {
+                Guarded { future: None, early: Some(ChunkEnd::Panicked(panic_message(&*p))), sleep: None }
+            }
         }
     }
 

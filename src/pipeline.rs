@@ -196,7 +196,8 @@ impl PipelineBuilder {
             .collect();
         written_hot.sort_unstable();
         written_hot.dedup();
-        let async_stage = serial.steps.iter().find(|s| s.meta.kind == Kind::Async).map(|s| s.meta.name.clone());
+        let async_stage =
+            serial.steps.iter().find(|s| s.meta.kind == Kind::Async).map(|s| s.meta.name.clone());
         Ok(Pipeline {
             async_stage,
             written_hot,

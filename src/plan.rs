@@ -107,7 +107,8 @@ impl Plan {
         }
 
         let barrier = |s: &Step| {
-            matches!(s.meta.kind, Kind::WholeBatch | Kind::Async) || (parallel && s.meta.uses.iter().any(|f| f.cold && f.write))
+            matches!(s.meta.kind, Kind::WholeBatch | Kind::Async)
+                || (parallel && s.meta.uses.iter().any(|f| f.cold && f.write))
         };
         let mut groups: Vec<Group> = Vec::new();
         let mut segments: Vec<Segment> = Vec::new();

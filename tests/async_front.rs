@@ -32,18 +32,21 @@ fn tier_of(user: u64) -> u32 {
     (mix(user) % 7) as u32
 }
 
+/// A batched lookup: keys and where to send the answers.
+type Request = (Vec<u64>, oneshot::Sender<HashMap<u64, u32>>);
+
 /// A lookup service: a tokio task behind a channel answering many keys per
 /// request, counting requests in flight.
 #[derive(Clone)]
 struct Service {
-    tx: mpsc::Sender<(Vec<u64>, oneshot::Sender<HashMap<u64, u32>>)>,
+    tx: mpsc::Sender<Request>,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: Arc<AtomicUsize>,
 }
 
 impl Service {
     fn start() -> Service {
-        let (tx, mut rx) = mpsc::channel::<(Vec<u64>, oneshot::Sender<HashMap<u64, u32>>)>(64);
+        let (tx, mut rx) = mpsc::channel::<Request>(64);
         tokio::spawn(async move {
             while let Some((keys, reply)) = rx.recv().await {
                 tokio::spawn(async move {
@@ -79,20 +82,25 @@ struct Setup {
 
 fn setup(svc: &Service) -> (Setup, Pipeline) {
     let mut s = SchemaBuilder::new();
-    let (id, user, tier, ord) = (s.hot::<u64>("id"), s.hot::<u64>("user"), s.hot::<u32>("tier"), s.hot::<u64>("ord"));
+    let (id, user, tier, ord) =
+        (s.hot::<u64>("id"), s.hot::<u64>("user"), s.hot::<u32>("tier"), s.hot::<u64>("ord"));
     let schema = s.build().unwrap();
     let svc = svc.clone();
-    let lookup = stage::fetch("lookup", (Read(user), Write(tier)), move |(users, tiers): (&[u64], &mut [u32]), rows: AsyncRows<'_>| {
-        let svc = svc.clone();
-        Box::pin(async move {
-            let mut keys: Vec<u64> = rows.iter().map(|i| users[i]).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            let answers = svc.get(keys).await?;
-            rows.for_each(|i| tiers[i] = answers[&users[i]]);
-            Ok(())
-        })
-    });
+    let lookup = stage::fetch(
+        "lookup",
+        (Read(user), Write(tier)),
+        move |(users, tiers): (&[u64], &mut [u32]), rows: AsyncRows<'_>| {
+            let svc = svc.clone();
+            Box::pin(async move {
+                let mut keys: Vec<u64> = rows.iter().map(|i| users[i]).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                let answers = svc.get(keys).await?;
+                rows.for_each(|i| tiers[i] = answers[&users[i]]);
+                Ok(())
+            })
+        },
+    );
     // Sequential: numbers every row in the order the stage sees them.
     let number = stage::sequential("number", Write(ord), 0u64, |n: &mut u64, o: &mut u64, _: &mut RowCtl| {
         *n += 1;
@@ -152,7 +160,11 @@ fn front_door_stress_every_row_once_in_order() {
                     for r in 0..b.len() {
                         assert!(seen.insert(b.column(f.id).unwrap()[r]), "row delivered twice");
                         numbered += 1;
-                        assert_eq!(b.column(f.ord).unwrap()[r], numbered, "sequential stage in submission order");
+                        assert_eq!(
+                            b.column(f.ord).unwrap()[r],
+                            numbered,
+                            "sequential stage in submission order"
+                        );
                         assert_eq!(b.column(f.tier).unwrap()[r], tier_of(b.column(f.user).unwrap()[r]));
                     }
                 }

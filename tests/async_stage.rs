@@ -105,38 +105,46 @@ impl std::future::Future for YieldOnce {
 /// tiers written; unknown users rejected with 404.
 fn enrich_async(f: &F, svc: &Service) -> Fetch<impl mware::stage::AsyncStage> {
     let svc = svc.clone();
-    stage::fetch("tiers", (Read(f.user), Write(f.tier)), move |(users, tiers): (&[u64], &mut [u32]), mut rows: AsyncRows<'_>| {
-        let svc = svc.clone();
-        Box::pin(async move {
-            let mut keys: Vec<u64> = rows.iter().map(|i| users[i]).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            let answers = svc.get(keys).await;
-            for i in rows.iter().collect::<Vec<_>>() {
-                let t = answers[&users[i]];
-                tiers[i] = t;
-                if t == 0 {
-                    rows.reject(i, 404);
+    stage::fetch(
+        "tiers",
+        (Read(f.user), Write(f.tier)),
+        move |(users, tiers): (&[u64], &mut [u32]), mut rows: AsyncRows<'_>| {
+            let svc = svc.clone();
+            Box::pin(async move {
+                let mut keys: Vec<u64> = rows.iter().map(|i| users[i]).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                let answers = svc.get(keys).await;
+                for i in rows.iter().collect::<Vec<_>>() {
+                    let t = answers[&users[i]];
+                    tiers[i] = t;
+                    if t == 0 {
+                        rows.reject(i, 404);
+                    }
                 }
-            }
-            Ok(())
-        })
-    })
+                Ok(())
+            })
+        },
+    )
     .rejects()
 }
 
 /// The same enrichment as a synchronous chunk stage.
 fn enrich_sync(f: &F) -> impl Stage {
-    stage::parallel_chunks("tiers", (Read(f.user), Write(f.tier)), |(users, tiers): (&[u64], &mut [u32]), rows: &mut Rows| {
-        let mut picked = Vec::new();
-        rows.for_each(|i| picked.push(i));
-        for i in picked {
-            tiers[i] = lookup(users[i]);
-            if tiers[i] == 0 {
-                rows.reject(i, 404);
+    stage::parallel_chunks(
+        "tiers",
+        (Read(f.user), Write(f.tier)),
+        |(users, tiers): (&[u64], &mut [u32]), rows: &mut Rows| {
+            let mut picked = Vec::new();
+            rows.for_each(|i| picked.push(i));
+            for i in picked {
+                tiers[i] = lookup(users[i]);
+                if tiers[i] == 0 {
+                    rows.reject(i, 404);
+                }
             }
-        }
-    })
+        },
+    )
     .rejects()
 }
 
@@ -151,17 +159,25 @@ fn pipeline(schema: &Schema, f: &F, enrich: impl Stage, enrich_after: bool, thre
         }
     })
     .rejects();
-    let score = stage::sequential("score", (Read(f.tier), Write(f.score)), 0u64, |acc: &mut u64, (t, s): (&u32, &mut u64), _: &mut RowCtl| {
-        *acc = acc.wrapping_mul(31).wrapping_add(*t as u64 + 1);
-        *s = *acc;
-    });
+    let score = stage::sequential(
+        "score",
+        (Read(f.tier), Write(f.score)),
+        0u64,
+        |acc: &mut u64, (t, s): (&u32, &mut u64), _: &mut RowCtl| {
+            *acc = acc.wrapping_mul(31).wrapping_add(*t as u64 + 1);
+            *s = *acc;
+        },
+    );
     let ok = stage::parallel("ok", (), |_: (), ctl: &mut RowCtl| ctl.respond(200));
     let b = Pipeline::builder(schema).threads(threads).min_parallel_work(0).after(seen).before(gate);
     let b = if enrich_after { b.after(enrich) } else { b.before(enrich) };
     b.before(score).handler(ok).build().expect("valid pipeline")
 }
 
-fn snapshot(batch: &Batch, f: &F) -> (Vec<u32>, Vec<u64>, Vec<u32>, Vec<Outcome>, Vec<String>) {
+/// A batch's outputs: tier, score, seen, outcomes, errors.
+type Snapshot = (Vec<u32>, Vec<u64>, Vec<u32>, Vec<Outcome>, Vec<String>);
+
+fn snapshot(batch: &Batch, f: &F) -> Snapshot {
     (
         batch.column(f.tier).unwrap().to_vec(),
         batch.column(f.score).unwrap().to_vec(),
@@ -228,7 +244,8 @@ fn futures_are_counted_per_batch_not_per_row() {
     bounded(LIMIT, || {
         let (schema, f) = schema();
         let svc = Service::default();
-        let second = stage::fetch("noop", Read(f.user), |_: &[u64], _: AsyncRows<'_>| Box::pin(async { Ok(()) }));
+        let second =
+            stage::fetch("noop", Read(f.user), |_: &[u64], _: AsyncRows<'_>| Box::pin(async { Ok(()) }));
         let p = Pipeline::builder(&schema)
             .before(stage::parallel("gate", Read(f.gate), |g: &u32, ctl: &mut RowCtl| {
                 if *g == 0 {
@@ -280,26 +297,30 @@ fn futures_are_counted_per_batch_not_per_row() {
 /// A stage over `user` that errors, panics or never finishes for chunks
 /// holding a marked user, and writes `tier = 7` for the others.
 fn faulty(f: &F, mode: &'static str) -> Fetch<impl mware::stage::AsyncStage> {
-    stage::fetch("flaky", (Read(f.user), Write(f.tier)), move |(users, tiers): (&[u64], &mut [u32]), mut rows: AsyncRows<'_>| {
-        Box::pin(async move {
-            YieldOnce(false).await;
-            let marked = rows.iter().any(|i| users[i] == 999);
-            if marked {
-                match mode {
-                    "error" => return Err("lookup service said no".into()),
-                    "panic" => panic!("boom in the future"),
-                    _ => std::future::pending::<()>().await,
+    stage::fetch(
+        "flaky",
+        (Read(f.user), Write(f.tier)),
+        move |(users, tiers): (&[u64], &mut [u32]), mut rows: AsyncRows<'_>| {
+            Box::pin(async move {
+                YieldOnce(false).await;
+                let marked = rows.iter().any(|i| users[i] == 999);
+                if marked {
+                    match mode {
+                        "error" => return Err("lookup service said no".into()),
+                        "panic" => panic!("boom in the future"),
+                        _ => std::future::pending::<()>().await,
+                    }
                 }
-            }
-            for i in rows.iter().collect::<Vec<_>>() {
-                tiers[i] = 7;
-                if users[i] == 5 {
-                    rows.fail(i, "user 5 is banned");
+                for i in rows.iter().collect::<Vec<_>>() {
+                    tiers[i] = 7;
+                    if users[i] == 5 {
+                        rows.fail(i, "user 5 is banned");
+                    }
                 }
-            }
-            Ok(())
-        })
-    })
+                Ok(())
+            })
+        },
+    )
 }
 
 fn check_fault(mode: &'static str, expect_message: &str, panicked: bool) {
@@ -317,7 +338,17 @@ fn check_fault(mode: &'static str, expect_message: &str, panicked: bool) {
     let mut batch = Batch::new(&schema);
     batch.resize(40);
     // Row 13 (chunk 1) is the marked user; row 25 (chunk 2) is banned.
-    let users: Vec<u64> = (0..40).map(|i| if i == 13 { 999 } else if i == 25 { 5 } else { 100 + i }).collect();
+    let users: Vec<u64> = (0..40)
+        .map(|i| {
+            if i == 13 {
+                999
+            } else if i == 25 {
+                5
+            } else {
+                100 + i
+            }
+        })
+        .collect();
     batch.column_mut(f.user).unwrap().copy_from_slice(&users);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
     let report = rt.block_on(p.run_async(&mut batch)).unwrap();
@@ -424,22 +455,28 @@ fn run_refuses_an_async_pipeline_and_build_checks_settings() {
 
         let e = Pipeline::builder(&schema).before(enrich_async(&f, &svc).chunk_rows(0)).build().unwrap_err();
         assert!(e.to_string().contains("`tiers`"), "{e}");
-        let e = Pipeline::builder(&schema).before(enrich_async(&f, &svc).timeout(Duration::ZERO)).build().unwrap_err();
+        let e = Pipeline::builder(&schema)
+            .before(enrich_async(&f, &svc).timeout(Duration::ZERO))
+            .build()
+            .unwrap_err();
         assert!(e.to_string().contains("`tiers`"), "{e}");
 
         let mut s = SchemaBuilder::new();
         let key = s.hot::<u64>("key");
         let note = s.cold::<String>("note");
         let schema = s.build().unwrap();
-        let notes = stage::fetch("notes", (Read(key), WriteCold(note)), |_: (&[u64], mware::ColdWrite<'_, String>), _: AsyncRows<'_>| {
-            Box::pin(async { Ok(()) })
-        });
+        let notes = stage::fetch(
+            "notes",
+            (Read(key), WriteCold(note)),
+            |_: (&[u64], mware::ColdWrite<'_, String>), _: AsyncRows<'_>| Box::pin(async { Ok(()) }),
+        );
         let e = Pipeline::builder(&schema).before(notes.chunk_rows(8)).build().unwrap_err();
         assert!(e.to_string().contains("`notes`") && e.to_string().contains("`note`"), "{e}");
         // The same access checks as every stage: a field written twice.
-        let twice = stage::fetch("twice", (Write(key), Read(key)), |_: (&mut [u64], &[u64]), _: AsyncRows<'_>| {
-            Box::pin(async { Ok(()) })
-        });
+        let twice =
+            stage::fetch("twice", (Write(key), Read(key)), |_: (&mut [u64], &[u64]), _: AsyncRows<'_>| {
+                Box::pin(async { Ok(()) })
+            });
         let e = Pipeline::builder(&schema).before(twice).build().unwrap_err();
         assert_eq!(e, Error::AliasedAccess { stage: "twice".into(), field: "key".into() });
     });
@@ -453,17 +490,21 @@ fn async_stage_writes_a_cold_field() {
         let key = s.hot::<u64>("key");
         let note = s.cold::<String>("note");
         let schema = s.build().unwrap();
-        let notes = stage::fetch("notes", (Read(key), WriteCold(note)), |(keys, mut notes): (&[u64], mware::ColdWrite<'_, String>), rows: AsyncRows<'_>| {
-            Box::pin(async move {
-                YieldOnce(false).await;
-                for i in rows.iter() {
-                    if keys[i] % 2 == 0 {
-                        let _ = notes.insert(i, format!("even {}", keys[i]));
+        let notes = stage::fetch(
+            "notes",
+            (Read(key), WriteCold(note)),
+            |(keys, mut notes): (&[u64], mware::ColdWrite<'_, String>), rows: AsyncRows<'_>| {
+                Box::pin(async move {
+                    YieldOnce(false).await;
+                    for i in rows.iter() {
+                        if keys[i] % 2 == 0 {
+                            let _ = notes.insert(i, format!("even {}", keys[i]));
+                        }
                     }
-                }
-                Ok(())
-            })
-        });
+                    Ok(())
+                })
+            },
+        );
         let p = Pipeline::builder(&schema).before(notes).build().unwrap();
         let mut batch = Batch::new(&schema);
         batch.resize(5);
