@@ -333,7 +333,7 @@ impl Batch {
             cold: &mut self.cold,
             states: &mut self.states,
             errors: &mut self.errors,
-            arena: &self.arena,
+            arena: &mut self.arena,
         };
         (parts, all_live)
     }
@@ -346,7 +346,9 @@ pub(crate) struct BatchParts<'b> {
     pub cold: &'b mut [Box<dyn ColdStore>],
     pub states: &'b mut [RowState],
     pub errors: &'b mut ColdColumn<StageError>,
-    pub arena: &'b Bump,
+    /// `&mut` (used as `&`) so a run holding the parts is `Send`: a
+    /// `&Bump` is not (`Bump` is not `Sync`), and async runs cross awaits.
+    pub arena: &'b mut Bump,
 }
 
 /// Writes several fields of one row: the batch form of `ctx.update({...})`.

@@ -72,6 +72,13 @@ pub enum Error {
     Config(String),
     /// A stage failed (a panic or an error) for a row; kept per row.
     Stage(StageError),
+    /// [`Pipeline::run`](crate::Pipeline::run) on a pipeline holding an
+    /// async stage, which only [`run_async`](crate::Pipeline::run_async)
+    /// can await.
+    AsyncStage {
+        /// The (first) async stage.
+        stage: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -102,6 +109,12 @@ impl fmt::Display for Error {
             }
             Error::Config(msg) => write!(f, "invalid setting: {msg}"),
             Error::Stage(e) => e.fmt(f),
+            Error::AsyncStage { stage } => {
+                write!(
+                    f,
+                    "stage `{stage}` is async: run the batch with Pipeline::run_async (or a stream runner)"
+                )
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use bumpalo::Bump;
 
 use crate::access::{ColumnTable, SendPtr};
 use crate::batch::{Batch, BatchParts};
-use crate::column::ColdStore;
+use crate::column::{ColdColumn, ColdStore};
 use crate::error::StageError;
 use crate::pipeline::Pipeline;
 use crate::plan::{Plan, Segment};
@@ -207,6 +207,37 @@ impl<'p, 'b> Run<'p, 'b> {
         }
     }
 
+    /// The batch as a segment that runs outside the executor (an async
+    /// stage, `crate::fetch`) needs it between two
+    /// [`run_segment`](Run::run_segment)s: the column table, the error
+    /// table, the report, and worker 0's counters of `unit` and group times
+    /// while profiling. Nothing else touches the batch while it lives.
+    pub(crate) fn detached(&mut self, unit: usize) -> Detached<'_> {
+        let scratch = self.scratch.as_mut().expect("scratch until the run ends");
+        let parts = &mut self.parts;
+        scratch.hot.clear();
+        scratch.hot.extend(parts.schema.fields().iter().map(|f| match f.storage {
+            Storage::Hot { .. } => SendPtr(parts.hot[f.slot].base_ptr()),
+            Storage::Cold => SendPtr(std::ptr::null_mut()),
+        }));
+        scratch.cold.clear();
+        scratch.cold.extend(parts.cold.iter_mut().map(|c| SendPtr(&mut **c as *mut dyn ColdStore)));
+        let w = &mut scratch.workers[0];
+        Detached {
+            table: ColumnTable {
+                schema: parts.schema,
+                hot: &scratch.hot,
+                cold: &scratch.cold,
+                states: SendPtr(parts.states.as_mut_ptr()),
+                len: parts.states.len(),
+            },
+            errors: &mut *parts.errors,
+            report: &mut self.report,
+            stats: if self.prof { Some(&mut w.stats[unit]) } else { None },
+            group_time: if self.prof { Some(&mut w.group_time) } else { None },
+        }
+    }
+
     /// Ends the run: gives the scratch back and returns the report.
     pub(crate) fn finish(mut self) -> RunReport {
         let mut scratch = self.scratch.take().expect("scratch until the run ends");
@@ -224,6 +255,16 @@ impl<'p, 'b> Run<'p, 'b> {
         crate::report::trace::finish(&self.span, &report, self.parts.states);
         report
     }
+}
+
+/// A run's batch lent to a segment that runs outside the executor; see
+/// [`Run::detached`].
+pub(crate) struct Detached<'r> {
+    pub(crate) table: ColumnTable<'r>,
+    pub(crate) errors: &'r mut ColdColumn<StageError>,
+    pub(crate) report: &'r mut RunReport,
+    pub(crate) stats: Option<&'r mut [SlotStats]>,
+    pub(crate) group_time: Option<&'r mut [Duration]>,
 }
 
 /// Runs every segment of `batch` on the calling thread or the pipeline's

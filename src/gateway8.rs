@@ -413,6 +413,14 @@ use crate::{Pipeline, PipelineBuilder, RowStage, Stage};
 impl Fields {
     /// The workload's schema and its field handles.
     pub fn schema() -> (Schema, Fields) {
+        let (schema, fields, ()) = Fields::schema_with(|_| ());
+        (schema, fields)
+    }
+
+    /// The workload's schema with extra fields declared by `extra` after the
+    /// workload's own (for examples that add stages writing new columns),
+    /// and whatever `extra` returns (their handles).
+    pub fn schema_with<E>(extra: impl FnOnce(&mut SchemaBuilder) -> E) -> (Schema, Fields, E) {
         let mut s = SchemaBuilder::new();
         let fields = Fields {
             user_id: s.hot("user_id"),
@@ -424,7 +432,8 @@ impl Fields {
             score: s.hot("score"),
             latency_ns: s.hot("latency_ns"),
         };
-        (s.build().expect("the gateway schema is valid"), fields)
+        let more = extra(&mut s);
+        (s.build().expect("the gateway schema is valid"), fields, more)
     }
 
     /// Fills `batch` with rows `first .. first + rows` of the run for `seed`

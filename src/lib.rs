@@ -53,6 +53,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod access;
+#[cfg(feature = "async")]
+pub mod aio;
 #[cfg(feature = "arrow")]
 pub mod arrow;
 mod batch;
@@ -61,6 +63,7 @@ mod column;
 mod control;
 mod error;
 mod exec;
+mod fetch;
 pub mod gateway8;
 pub mod monitor;
 mod pipeline;
@@ -81,6 +84,7 @@ pub use batch::{Batch, RowWriter};
 pub use column::{COLUMN_ALIGN, ColdColumn, SharedColumn};
 pub use control::{MAX_DEPTH, Outcome, RowCtl, RowState};
 pub use error::{Error, Result, StageError};
+pub use fetch::block_on;
 pub use pipeline::{DEFAULT_MIN_PARALLEL_WORK, Pipeline, PipelineBuilder, Stage};
 pub use plan::{Group, Plan, Segment, Step};
 pub use report::{GroupReport, RunReport, StageReport};
@@ -90,6 +94,7 @@ pub use stage::{Kind, RowStage, Rows, Selection, StageMeta, StateHandle};
 /// The names most programs need.
 pub mod prelude {
     pub use crate::stage;
+    pub use crate::stage::{AsyncRows, AsyncStage};
     pub use crate::stream::StreamRunner;
     pub use crate::{
         Batch, Field, Kind, Outcome, Pipeline, Read, ReadCold, RowCtl, Rows, Schema, SchemaBuilder,

@@ -14,7 +14,7 @@ use crate::exec::{Scratch, Threads};
 use crate::plan::Plan;
 use crate::report::RunReport;
 use crate::schema::{Schema, Storage};
-use crate::stage::{ChunkFn, ChunkStage, RowFn, RowStage, StatePolicy};
+use crate::stage::{ChunkFn, ChunkStage, Kind, RowFn, RowStage, StatePolicy};
 use crate::unit::{ChunkLayer, Unit};
 
 /// A stage that can be registered on its own: any row stage (its own pass,
@@ -162,6 +162,7 @@ impl PipelineBuilder {
         }
         let mut names = HashSet::new();
         for unit in &self.units {
+            unit.check(&self.schema)?;
             for meta in unit.metas().into_iter().flatten().flatten() {
                 if !names.insert(meta.name.clone()) {
                     return Err(Error::DuplicateStage { stage: meta.name.to_string() });
@@ -195,7 +196,10 @@ impl PipelineBuilder {
             .collect();
         written_hot.sort_unstable();
         written_hot.dedup();
+        let async_stage =
+            serial.steps.iter().find(|s| s.meta.kind == Kind::Async).map(|s| s.meta.name.clone());
         Ok(Pipeline {
+            async_stage,
             written_hot,
             schema: self.schema,
             units: self.units,
@@ -249,6 +253,8 @@ pub struct Pipeline {
     pub(crate) min_parallel_work: usize,
     pub(crate) scratch: Mutex<Vec<Scratch>>,
     pub(crate) profiling: AtomicBool,
+    /// The first async stage, if any: `run` refuses the pipeline.
+    pub(crate) async_stage: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -303,6 +309,12 @@ impl Pipeline {
         self.profiling.store(on, Ordering::Relaxed);
     }
 
+    /// Whether the pipeline holds an async stage (and so must be run with
+    /// [`run_async`](Pipeline::run_async)).
+    pub fn is_async(&self) -> bool {
+        self.async_stage.is_some()
+    }
+
     /// Whether profiling is on.
     pub fn profiling(&self) -> bool {
         self.profiling.load(Ordering::Relaxed)
@@ -313,6 +325,9 @@ impl Pipeline {
     pub fn run(&self, batch: &mut Batch) -> Result<RunReport> {
         if batch.schema() != &self.schema {
             return Err(Error::SchemaMismatch);
+        }
+        if let Some(stage) = &self.async_stage {
+            return Err(Error::AsyncStage { stage: stage.to_string() });
         }
         Ok(crate::exec::run(self, batch))
     }

@@ -107,7 +107,8 @@ impl Plan {
         }
 
         let barrier = |s: &Step| {
-            s.meta.kind == Kind::WholeBatch || (parallel && s.meta.uses.iter().any(|f| f.cold && f.write))
+            matches!(s.meta.kind, Kind::WholeBatch | Kind::Async)
+                || (parallel && s.meta.uses.iter().any(|f| f.cold && f.write))
         };
         let mut groups: Vec<Group> = Vec::new();
         let mut segments: Vec<Segment> = Vec::new();
@@ -222,7 +223,13 @@ impl Plan {
             let whole = self.groups[seg.groups.clone()]
                 .iter()
                 .any(|g| self.steps[g.steps.clone()].iter().any(|s| s.meta.kind == Kind::WholeBatch));
-            let how = if seg.barrier && whole {
+            let is_async = self.groups[seg.groups.clone()]
+                .iter()
+                .any(|g| self.steps[g.steps.clone()].iter().any(|s| s.meta.kind == Kind::Async));
+            let how = if seg.barrier && is_async {
+                "async: after every row has finished the segments before it, the stage's futures (one \
+                 per batch, or per chunk of its chunk_rows) are in flight together and awaited"
+            } else if seg.barrier && whole {
                 "barrier: a whole-batch stage, called once over the whole batch on one thread after \
                  every row has finished the segments before it"
             } else if seg.barrier {
@@ -449,6 +456,7 @@ fn kind_tint(kind: Kind) -> &'static str {
         Kind::Sequential => "#fcdcc0",
         Kind::Reduction => "#d0e8cd",
         Kind::WholeBatch => "#f6cfd0",
+        Kind::Async => "#e5d8ee",
     }
 }
 

@@ -62,6 +62,10 @@ pub struct RunReport {
     pub groups: Vec<Duration>,
     /// Per segment (empty unless profiling is on).
     pub segments: Vec<Duration>,
+    /// Futures created by async stages: one per async stage per chunk that
+    /// had rows to process (with the default chunk size, one per stage per
+    /// batch), never one per row. Always counted.
+    pub futures: u64,
 }
 
 /// One stage's share of a run (see [`Pipeline::set_profiling`](crate::Pipeline::set_profiling)).
@@ -224,6 +228,7 @@ impl RunReport {
     pub fn accumulate(&mut self, other: &RunReport) {
         self.rows += other.rows;
         self.chunks += other.chunks;
+        self.futures += other.futures;
         self.threads = self.threads.max(other.threads);
         self.elapsed += other.elapsed;
         if other.stages.is_empty() {
@@ -395,6 +400,7 @@ mod svg {
             Kind::Sequential => "#f28e2b",
             Kind::Reduction => "#59a14f",
             Kind::WholeBatch => "#e15759",
+            Kind::Async => "#b07aa1",
         }
     }
 

@@ -22,6 +22,10 @@ use crate::control::{RowCtl, RowState};
 use crate::error::StageError;
 use crate::report::SlotStats;
 
+pub use crate::fetch::{
+    AsyncResult, AsyncRows, AsyncStage, AsyncStep, BoxError, BoxFuture, Fetch, FnStage, fetch, fetch_with,
+};
+
 /// How a stage may be scheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -33,6 +37,9 @@ pub enum Kind {
     Reduction,
     /// Needs the entire batch at once.
     WholeBatch,
+    /// A future per batch (or chunk), awaited between sync segments (see
+    /// [`fetch`]).
+    Async,
 }
 
 impl fmt::Display for Kind {
@@ -42,6 +49,7 @@ impl fmt::Display for Kind {
             Kind::Sequential => "sequential",
             Kind::Reduction => "reduction",
             Kind::WholeBatch => "whole-batch",
+            Kind::Async => "async",
         })
     }
 }

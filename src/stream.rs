@@ -51,6 +51,14 @@
 //! sequential stage no longer idles the other cores, and the state it
 //! carries ends as after one single-threaded run over the concatenated
 //! input.
+//!
+//! A pipeline with async stages ([`stage::fetch`](crate::stage::fetch)) runs
+//! the same way: each worker awaits its batch's futures on its own thread
+//! ([`block_on`](crate::block_on)), so up to one batch per worker has its
+//! futures in flight, and ordered groups still take the batches in turn.
+//! Futures that need a runtime's own I/O or timers belong in the async front
+//! door (`mware::aio`, feature `async`), which polls them inside the
+//! caller's runtime.
 
 // Submitting hands a rejected batch back by value (no allocation on the
 // error path, which a producer retrying `try_submit` takes often): the
@@ -1042,8 +1050,15 @@ impl Lane {
     }
 
     fn run(&self, pipeline: &Pipeline, index: u64, batch: &mut Batch) -> Result<RunReport> {
+        use crate::fetch::{block_on, drive};
         guard_run(|| match &self.turns {
+            // Async stages: the worker awaits its batch's futures, so the
+            // batches of all workers have theirs in flight at once.
+            None if pipeline.is_async() => Ok(block_on(drive(pipeline, batch, None))),
             None => pipeline.run(batch),
+            Some(turns) if pipeline.is_async() => {
+                Ok(block_on(drive(pipeline, batch, Some(crate::turns::Turn { turns, index }))))
+            }
             Some(turns) => Ok(crate::exec::run_in_turn(pipeline, batch, turns, index)),
         })
     }

@@ -11,9 +11,22 @@
 //! own that has started: it never waits for a later run. The stream runner
 //! guarantees this by taking batches off its queue in order, one per
 //! worker thread.
+//!
+//! Runs driven as futures (`crate::fetch::drive`, async stages) never block
+//! a thread on a turn: they await [`Turns::turn`] before a segment, which
+//! registers a waker that [`Turns::pass`] wakes. The same argument holds for
+//! them as long as run `i - 1` is polled while run `i` waits (the async
+//! front door polls every run it has started, and starts runs in order).
+//! A run dropped part-way gives up its turns with [`Turns::abandon`], which
+//! never waits: a turn not yet reached is marked, and passed on by whoever
+//! passes the turn before it.
 
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use crate::plan::Plan;
 
@@ -23,6 +36,12 @@ pub(crate) struct Turns {
     next: Box<[AtomicU64]>,
     lock: Mutex<()>,
     turned: Condvar,
+    /// Runs awaiting a turn as futures: (group, waker). Locked after `lock`
+    /// when both are taken.
+    wakers: Mutex<Vec<(usize, Waker)>>,
+    /// (group, run) turns given up ahead of time by dropped runs; passed on
+    /// as soon as they come (under `lock`).
+    abandoned: Mutex<BTreeSet<(usize, u64)>>,
 }
 
 /// A run's place in a sequence of runs sharing [`Turns`].
@@ -43,6 +62,8 @@ impl Turns {
             next: plan.groups.iter().map(|_| AtomicU64::new(0)).collect(),
             lock: Mutex::new(()),
             turned: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
+            abandoned: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -73,8 +94,77 @@ impl Turns {
         // Under the lock, so a waiter between its check and its sleep cannot
         // miss the wake-up.
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.next[group].store(index + 1, Ordering::Release);
+        let mut next = index + 1;
+        {
+            let mut abandoned = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
+            while abandoned.remove(&(group, next)) {
+                next += 1;
+            }
+        }
+        self.next[group].store(next, Ordering::Release);
         self.turned.notify_all();
+        let woken: Vec<Waker> = {
+            let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            if wakers.is_empty() {
+                return;
+            }
+            let (mine, rest) = std::mem::take(&mut *wakers).into_iter().partition(|(g, _)| *g == group);
+            *wakers = rest;
+            mine.into_iter().map(|(_, w)| w).collect()
+        };
+        woken.into_iter().for_each(Waker::wake);
+    }
+
+    /// Resolves once run `index` may enter `group`, without blocking the
+    /// thread (for runs driven as futures).
+    pub(crate) fn turn(&self, group: usize, index: u64) -> TurnFuture<'_> {
+        TurnFuture { turns: self, group, index }
+    }
+
+    /// Gives up run `index`'s turns at every ordered group of `plan` it has
+    /// not passed yet, without waiting: a turn already reached is passed
+    /// now, a later one is marked and passed on by the run before it.
+    pub(crate) fn abandon(&self, plan: &Plan, index: u64) {
+        for (g, group) in plan.groups.iter().enumerate() {
+            if !group.ordered {
+                continue;
+            }
+            let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let current = self.current(g);
+            if current == index {
+                drop(guard);
+                self.pass(g, index);
+            } else if current < index {
+                self.abandoned.lock().unwrap_or_else(|e| e.into_inner()).insert((g, index));
+            }
+        }
+    }
+}
+
+/// See [`Turns::turn`].
+pub(crate) struct TurnFuture<'t> {
+    turns: &'t Turns,
+    group: usize,
+    index: u64,
+}
+
+impl Future for TurnFuture<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let t = self.turns;
+        if t.current(self.group) == self.index {
+            return Poll::Ready(());
+        }
+        let mut wakers = t.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked again under the wakers' lock: `pass` stores the new turn
+        // before it takes this lock to wake, so either the store is seen
+        // here or the waker registered here is woken.
+        if t.current(self.group) == self.index {
+            return Poll::Ready(());
+        }
+        wakers.push((self.group, cx.waker().clone()));
+        Poll::Pending
     }
 }
 
@@ -103,5 +193,19 @@ pub(crate) struct PassOnUnwind<'t> {
 impl Drop for PassOnUnwind<'_> {
     fn drop(&mut self) {
         self.turns.skip(self.plan, self.index);
+    }
+}
+
+/// Gives up every turn a run driven as a future has not passed if the
+/// future is dropped part-way (forgotten on the normal path); never blocks.
+pub(crate) struct AbandonOnDrop<'t> {
+    pub turns: &'t Turns,
+    pub index: u64,
+    pub plan: &'t Plan,
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        self.turns.abandon(self.plan, self.index);
     }
 }

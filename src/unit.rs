@@ -184,6 +184,14 @@ pub trait Unit: Send + Sync {
         run: &mut ChunkRun<'_>,
         names: &[Option<Arc<str>>],
     );
+    /// Checks settings that access validation does not cover (at build).
+    fn check(&self, _schema: &crate::schema::Schema) -> crate::error::Result<()> {
+        Ok(())
+    }
+    /// The async stage this unit holds, if it is one (see `crate::fetch`).
+    fn as_async(&self) -> Option<&dyn crate::fetch::AsyncStep> {
+        None
+    }
 }
 
 /// A chunk stage behind a vtable, one half of a [`ChunkLayer`].
