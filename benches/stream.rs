@@ -10,12 +10,15 @@
 //!
 //! Variants:
 //! - `run`: `Pipeline::run` on each batch in turn (the baseline);
-//! - `stream`: the same pipeline through a [`StreamRunner`] (default
-//!   settings: one lane, since the pipeline has a sequential stage);
-//! - `run_split` / `stream_split`: the pipeline built with
-//!   `min_parallel_work(0)`, so the executor spreads even a 4,096-row batch
-//!   over the cores and overlaps the quota stage on one chunk with the
-//!   parallel stages of the next (its own chunk pipelining).
+//! - `stream`: the same pipeline through a [`StreamRunner`] with default
+//!   settings: one worker per core, each running its batch on its own
+//!   thread, the quota stage's group taking the batches in turn (see
+//!   `mware::stream`'s "Pipelining");
+//! - `stream_1w`: one worker, so batches run one after the other with the
+//!   whole chain fused into one loop;
+//! - `run_boxed` / `stream_boxed`: the same stages registered one by one
+//!   (each its own pass), where splitting the chain at the quota stage
+//!   costs no fusion.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mware::gateway8::{Composition, Fields, GatewayPipeline};
 use mware::stream::StreamRunner;
-use mware::{Batch, Pipeline, PipelineBuilder, StateHandle};
+use mware::{Batch, Pipeline, StateHandle};
 
 mod common;
 use common::{ROWS, mware_batches as batches};
@@ -43,12 +46,8 @@ struct Gw {
 }
 
 impl Gw {
-    fn build(
-        fields: &Fields,
-        schema: &mware::Schema,
-        configure: fn(PipelineBuilder) -> PipelineBuilder,
-    ) -> Gw {
-        let gw = GatewayPipeline::build(fields, schema, ROWS as u64, Composition::Static, configure).unwrap();
+    fn build(fields: &Fields, schema: &mware::Schema, composition: Composition) -> Gw {
+        let gw = GatewayPipeline::build(fields, schema, ROWS as u64, composition, |b| b).unwrap();
         Gw { pipeline: Arc::new(gw.pipeline), quota: gw.quota, metrics: gw.metrics }
     }
 
@@ -60,8 +59,14 @@ impl Gw {
 
 /// Runs every batch through a fresh stream runner, in order; returns the
 /// time from the first submit to the last receive.
-fn through_stream(pipeline: &Arc<Pipeline>, input: &mut Vec<Batch>) -> Duration {
-    let runner = StreamRunner::builder(pipeline.clone()).capacity(8).build().unwrap();
+fn through_stream(pipeline: &Arc<Pipeline>, input: &mut Vec<Batch>, workers: Option<usize>) -> Duration {
+    let builder = StreamRunner::builder(pipeline.clone()).capacity(8);
+    let runner = match workers {
+        Some(n) => builder.workers(n),
+        None => builder,
+    }
+    .build()
+    .unwrap();
     let mut consumer = runner.consumer().unwrap();
     let n = input.len();
     let producer = runner.producer();
@@ -91,12 +96,10 @@ fn bench(c: &mut Criterion) {
         .throughput(Throughput::Elements(ROWS as u64))
         .sample_size(10)
         .measurement_time(Duration::from_secs(3));
-    let plain: fn(PipelineBuilder) -> PipelineBuilder = |b| b;
-    let split: fn(PipelineBuilder) -> PipelineBuilder = |b| b.min_parallel_work(0);
     for batch in [4_096, 65_536] {
         let mut input = batches(&fields, &schema, batch);
-        for (suffix, configure) in [("", plain), ("_split", split)] {
-            let gw = Gw::build(&fields, &schema, configure);
+        for (suffix, composition) in [("", Composition::Static), ("_boxed", Composition::Boxed)] {
+            let gw = Gw::build(&fields, &schema, composition);
             group.bench_function(BenchmarkId::new(format!("run{suffix}"), batch), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
@@ -112,17 +115,21 @@ fn bench(c: &mut Criterion) {
                     total
                 })
             });
-            group.bench_function(BenchmarkId::new(format!("stream{suffix}"), batch), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        gw.reset();
-                        input.iter_mut().for_each(|b| reset(&fields, b));
-                        total += through_stream(&gw.pipeline, &mut input);
-                    }
-                    total
-                })
-            });
+            let workers: &[(&str, Option<usize>)] =
+                if suffix.is_empty() { &[("", None), ("_1w", Some(1))] } else { &[("", None)] };
+            for &(w, n) in workers {
+                group.bench_function(BenchmarkId::new(format!("stream{suffix}{w}"), batch), |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            gw.reset();
+                            input.iter_mut().for_each(|b| reset(&fields, b));
+                            total += through_stream(&gw.pipeline, &mut input, n);
+                        }
+                        total
+                    })
+                });
+            }
         }
     }
     group.finish();

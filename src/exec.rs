@@ -368,8 +368,8 @@ impl RunCtx<'_> {
 
     /// Runs a segment on the calling thread: chunk-major, so a chunk stays
     /// in cache across every group of the segment. In turn, an ordered group
-    /// waits for the run before to leave it before its first chunk and lets
-    /// the run after in after its last.
+    /// waits for the run before to leave it before its first chunk (running
+    /// ahead meanwhile) and lets the run after in after its last.
     fn run_serial(&self, seg: &Segment, w: &mut Worker, arena: &Bump) -> usize {
         let len = self.table.len;
         let chunk_rows = if seg.barrier { len.max(1) } else { self.plan.chunk_rows };
@@ -384,9 +384,30 @@ impl RunCtx<'_> {
                 }
             }
         }
+        // While the run before still holds the first ordered group, run the
+        // groups before it on the chunks ahead instead of waiting: a large
+        // batch would otherwise idle until the previous one is done.
+        let first_ordered = seg.groups.clone().find(|&gi| turn(gi).is_some());
+        let split = first_ordered.unwrap_or(seg.groups.end);
+        let mut ahead = 0;
         for k in 0..n {
             let (start, rows) = chunk_range(k, chunk_rows, len);
-            for gi in seg.groups.clone() {
+            if k >= ahead {
+                for gi in seg.groups.start..split {
+                    self.run_group(gi, w, arena, start, rows);
+                }
+                ahead = k + 1;
+            }
+            if let (Some(t), 0) = (first_ordered.and_then(turn), k) {
+                while !t.turns.ready(split, t.index) && ahead < n {
+                    let (start, rows) = chunk_range(ahead, chunk_rows, len);
+                    for gi in seg.groups.start..split {
+                        self.run_group(gi, w, arena, start, rows);
+                    }
+                    ahead += 1;
+                }
+            }
+            for gi in split..seg.groups.end {
                 let turn = turn(gi);
                 if let (Some(t), 0) = (turn, k) {
                     t.turns.wait(gi, t.index);
