@@ -8,7 +8,8 @@
 //! pipelines) chunk stages — run over random batches, registered three ways
 //! (every layer on its own, every run of row-stage layers as one static
 //! chain, a random split into chains and singles), on the calling thread and
-//! on two threads, with small chunk sizes. Every row's fields, status,
+//! on two threads, and through a stream runner with three workers, with
+//! small chunk sizes. Every row's fields, status,
 //! outcome (with its stop depth) and error must equal the reference's, and
 //! so must the counters and totals.
 //!
@@ -30,6 +31,7 @@ use common::*;
 use mware::chain::{after, around, before};
 use mware::prelude::*;
 use mware::stage::StatePolicy;
+use mware::stream::StreamRunner;
 use mware::{PipelineBuilder, RowOf, RowStage, Stage, StageMeta};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -746,6 +748,41 @@ fn check(case: &Case, modes: &[Mode]) -> Result<(), TestCaseError> {
             prop_assert_eq!(got_sorted, want_sorted, "states ({:?}, threads {})", mode, threads);
         }
     }
+    check_streamed(case, &ls, &expected)
+}
+
+/// The same batches through a stream runner with three workers: each batch
+/// runs on its worker's thread while the ordered groups take the batches in
+/// turn (and run ahead when they must wait).
+fn check_streamed(case: &Case, ls: &[LayerSpec], expected: &Expected) -> Result<(), TestCaseError> {
+    let (schema, f) = test_schema();
+    let (pipeline, probes) = build(&schema, &f, ls, Mode::Split, 1, case.chunk_rows, case.split);
+    let runner = StreamRunner::builder(pipeline).workers(3).capacity(4).build().expect("runner");
+    let mut consumer = runner.consumer().expect("consumer");
+    let producer = runner.producer();
+    let batches = case.batches.clone();
+    let feeder = std::thread::spawn(move || {
+        for (rows, seed) in batches {
+            let mut batch = producer.batch();
+            fill_batch(&mut batch, &f, seed, rows);
+            producer.submit(batch).expect("submit");
+        }
+    });
+    for (bi, want) in expected.batches.iter().enumerate() {
+        let done = consumer.recv().expect("every batch comes back");
+        prop_assert_eq!(done.seq, bi as u64);
+        for (row, want) in want.iter().enumerate() {
+            let got = req_of(&done, &f, row);
+            prop_assert_eq!(&got, want, "row {} of batch {} (streamed, 3 workers)", row, bi);
+        }
+    }
+    feeder.join().expect("feeder");
+    runner.close();
+    let mut got: Vec<(String, u64)> = probes.iter().map(|p| (p.name.clone(), (p.read)())).collect();
+    got.sort();
+    let mut want = expected.states.clone();
+    want.sort();
+    prop_assert_eq!(got, want, "states (streamed)");
     Ok(())
 }
 
