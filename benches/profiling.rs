@@ -11,12 +11,12 @@
 //! the median of the per-round ratios
 //! is reported (`cargo bench --bench profiling -- paired` runs only that).
 //!
-//! Off runs the executor's code without any profiling (a const-generic
-//! switch compiles it out of the row loops); on reads the clock once per
-//! fused group per chunk and counts rows per stage. "Off" against "no
-//! profiling code at all" is measured by running `benches/gateway8.rs`'s
-//! `mware_static` at the commit before profiling existed and at the commit
-//! that added it (see BENCHMARKS.md).
+//! Off leaves the stop counters' pointer null and never reads the clock; on
+//! reads the clock once per fused group per chunk and counts the rows each
+//! stage stops where it stops them (rows seen are derived per run). "Off"
+//! against "no profiling code at all" was measured in session 1 by running
+//! `benches/gateway8.rs`'s `mware_static` at the commit before profiling
+//! existed and at the commit that added it (see BENCHMARKS.md).
 
 use std::time::{Duration, Instant};
 

@@ -301,10 +301,12 @@ impl Pipeline {
         out
     }
 
-    /// Turns per-stage profiling on or off. On, each run counts rows seen,
-    /// rejected and failed per stage and reads the clock once per fused
-    /// group per chunk, and [`RunReport::stages`](crate::RunReport::stages)
-    /// is filled; off, the executor runs code without any of it.
+    /// Turns per-stage profiling on or off. On, each run counts the rows
+    /// each stage rejects or fails (where it stops them: nothing per row it
+    /// passes), derives the rows each stage saw from those, and reads the
+    /// clock once per fused group per chunk;
+    /// [`RunReport::stages`](crate::RunReport::stages) is filled. Off, the
+    /// counters' pointer is null and the clock is never read.
     pub fn set_profiling(&self, on: bool) {
         self.profiling.store(on, Ordering::Relaxed);
     }

@@ -47,10 +47,17 @@
 //! hold a sequential or whole-batch stage, see
 //! [`Plan::groups`](crate::Plan::groups)) take the batches in turn:
 //! batch `k + 1` enters the quota stage after batch `k` left it, while its
-//! parallel stages already run beside batch `k`'s sequential one. So a
-//! sequential stage no longer idles the other cores, and the state it
-//! carries ends as after one single-threaded run over the concatenated
-//! input.
+//! parallel stages already run beside batch `k`'s sequential one; while it
+//! waits for its turn, a worker runs the groups before the ordered one on
+//! its batch's later chunks. So a sequential stage no longer idles the
+//! other cores, and the state it carries ends as after one single-threaded
+//! run over the concatenated input.
+//!
+//! Running in turn needs the fused loop cut before the ordered stage, which
+//! costs a pass over each chunk: worth it when the stages are separate
+//! passes anyway or the ordered part is small; for a tightly fused chain on
+//! few cores one worker (`workers(1)`, the whole chain in one loop) can be
+//! as fast. BENCHMARKS.md §8 has both on gateway-8.
 //!
 //! A pipeline with async stages ([`stage::fetch`](crate::stage::fetch)) runs
 //! the same way: each worker awaits its batch's futures on its own thread
