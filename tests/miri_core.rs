@@ -123,3 +123,42 @@ fn shared_columns_are_read_in_place_and_copied_when_written() {
     batch.column_mut(f.b).unwrap()[0] = 99;
     assert_eq!(b[0], 0, "writing copies first");
 }
+
+/// Profiling (stops counted through `RowCtl`'s counters pointer) and an
+/// async stage (chunk slices handed to a future) on the same tiny batches.
+#[test]
+fn profiled_and_async_runs() {
+    let (schema, f) = schema();
+    let p = pipeline(&schema, &f, 1);
+    p.set_profiling(true);
+    let mut batch = Batch::new(&schema);
+    fill(&f, &mut batch, 10);
+    let report = p.run(&mut batch).unwrap();
+    let gate = report.stages.iter().find(|s| s.name.as_ref() == "gate").unwrap();
+    // Rows 3 and 8 rejected (a % 5 == 3); row 7 panics.
+    assert_eq!((gate.rows, gate.rejected, gate.failed), (10, 2, 1));
+
+    let fetch = stage::fetch(
+        "fetch",
+        (Read(f.a), Write(f.out)),
+        |(a, out): (&[u32], &mut [u64]), mut rows: AsyncRows<'_>| {
+            Box::pin(async move {
+                for i in rows.iter().collect::<Vec<_>>() {
+                    out[i] = u64::from(a[i]) + 100;
+                    if a[i] == 2 {
+                        rows.reject(i, 429);
+                    }
+                }
+                Ok(())
+            })
+        },
+    )
+    .rejects()
+    .chunk_rows(4);
+    let p = Pipeline::builder(&schema).threads(1).chunk_rows(3).before(fetch).build().unwrap();
+    fill(&f, &mut batch, 10);
+    let report = mware::block_on(p.run_async(&mut batch)).unwrap();
+    assert_eq!(report.futures, 3);
+    assert_eq!(batch.column(f.out).unwrap()[9], 109);
+    assert_eq!(batch.outcome(2), Some(Outcome::Rejected { depth: 0, status: 429 }));
+}
