@@ -2,11 +2,12 @@
 //! the calling thread or spread over a rayon pool.
 
 use std::any::Any;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bumpalo::Bump;
+use crossbeam::atomic::AtomicCell;
 
 use crate::access::{ColumnTable, SendPtr};
 use crate::batch::{Batch, BatchParts};
@@ -64,6 +65,27 @@ pub(crate) struct Scratch {
     tickets: Vec<AtomicUsize>,
 }
 
+/// A pipeline's idle scratch: one in a lock-free slot (the common case of
+/// one run at a time costs two atomic swaps, no lock), more behind a mutex
+/// while runs overlap.
+#[derive(Default)]
+pub(crate) struct ScratchPool {
+    slot: AtomicCell<Option<Box<Scratch>>>,
+    spare: Mutex<Vec<Box<Scratch>>>,
+}
+
+impl ScratchPool {
+    fn take(&self) -> Option<Box<Scratch>> {
+        self.slot.take().or_else(|| self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop())
+    }
+
+    fn put(&self, scratch: Box<Scratch>) {
+        if let Some(other) = self.slot.swap(Some(scratch)) {
+            self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(other);
+        }
+    }
+}
+
 impl Scratch {
     fn new(p: &Pipeline, workers: usize) -> Scratch {
         let mut s = Scratch { hot: Vec::new(), cold: Vec::new(), workers: Vec::new(), tickets: Vec::new() };
@@ -96,7 +118,7 @@ pub(crate) struct Run<'p, 'b> {
     plan: &'p Plan,
     parts: BatchParts<'b>,
     /// Taken from the pipeline's pool; given back when the run ends.
-    scratch: Option<Scratch>,
+    scratch: Option<Box<Scratch>>,
     workers: usize,
     prof: bool,
     started: Option<Instant>,
@@ -126,8 +148,7 @@ impl<'p, 'b> Run<'p, 'b> {
         // A run in turn keeps ordered groups apart so the runs before and
         // after it overlap with everything else.
         let plan = if workers > 1 || turn.is_some() { &p.parallel } else { &p.serial };
-        let mut scratch =
-            p.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Scratch::new(p, 1));
+        let mut scratch = p.scratch.take().unwrap_or_else(|| Box::new(Scratch::new(p, 1)));
         scratch.ensure(p, workers);
         batch.own_slots(&p.written_hot);
         let (parts, all_live) = batch.parts();
@@ -173,20 +194,7 @@ impl<'p, 'b> Run<'p, 'b> {
         let _in_segment = crate::report::trace::segment(self.plan, seg, self.parts.states.len()).entered();
         let scratch = self.scratch.as_mut().expect("scratch until the run ends");
         let parts = &mut self.parts;
-        scratch.hot.clear();
-        scratch.hot.extend(parts.schema.fields().iter().map(|f| match f.storage {
-            Storage::Hot { .. } => SendPtr(parts.hot[f.slot].base_ptr()),
-            Storage::Cold => SendPtr(std::ptr::null_mut()),
-        }));
-        scratch.cold.clear();
-        scratch.cold.extend(parts.cold.iter_mut().map(|c| SendPtr(&mut **c as *mut dyn ColdStore)));
-        let table = ColumnTable {
-            schema: parts.schema,
-            hot: &scratch.hot,
-            cold: &scratch.cold,
-            states: SendPtr(parts.states.as_mut_ptr()),
-            len: parts.states.len(),
-        };
+        let table = column_table(&mut scratch.hot, &mut scratch.cold, parts);
         let ctx = RunCtx { p: self.p, plan: self.plan, table: &table, prof: self.prof, turn: self.turn };
         let ws = &mut scratch.workers[..self.workers];
         let t = self.prof.then(Instant::now);
@@ -215,22 +223,10 @@ impl<'p, 'b> Run<'p, 'b> {
     pub(crate) fn detached(&mut self, unit: usize) -> Detached<'_> {
         let scratch = self.scratch.as_mut().expect("scratch until the run ends");
         let parts = &mut self.parts;
-        scratch.hot.clear();
-        scratch.hot.extend(parts.schema.fields().iter().map(|f| match f.storage {
-            Storage::Hot { .. } => SendPtr(parts.hot[f.slot].base_ptr()),
-            Storage::Cold => SendPtr(std::ptr::null_mut()),
-        }));
-        scratch.cold.clear();
-        scratch.cold.extend(parts.cold.iter_mut().map(|c| SendPtr(&mut **c as *mut dyn ColdStore)));
+        let table = column_table(&mut scratch.hot, &mut scratch.cold, parts);
         let w = &mut scratch.workers[0];
         Detached {
-            table: ColumnTable {
-                schema: parts.schema,
-                hot: &scratch.hot,
-                cold: &scratch.cold,
-                states: SendPtr(parts.states.as_mut_ptr()),
-                len: parts.states.len(),
-            },
+            table,
             errors: &mut *parts.errors,
             report: &mut self.report,
             stats: if self.prof { Some(&mut w.stats[unit]) } else { None },
@@ -248,12 +244,35 @@ impl<'p, 'b> Run<'p, 'b> {
         for w in ws {
             w.arena.reset();
         }
-        self.p.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
+        self.p.scratch.put(scratch);
         let mut report = std::mem::take(&mut self.report);
         report.elapsed = self.started.map_or(Duration::ZERO, |t| t.elapsed());
         #[cfg(feature = "tracing")]
         crate::report::trace::finish(&self.span, &report, self.parts.states);
         report
+    }
+}
+
+/// Points a run's pointer tables at the batch's columns (they do not move
+/// while the run holds the batch) and returns the column table over them.
+fn column_table<'a, 'b: 'a>(
+    hot: &'a mut Vec<SendPtr<u8>>,
+    cold: &'a mut Vec<SendPtr<dyn ColdStore>>,
+    parts: &mut BatchParts<'b>,
+) -> ColumnTable<'a> {
+    hot.clear();
+    hot.extend(parts.schema.fields().iter().map(|f| match f.storage {
+        Storage::Hot { .. } => SendPtr(parts.hot[f.slot].base_ptr()),
+        Storage::Cold => SendPtr(std::ptr::null_mut()),
+    }));
+    cold.clear();
+    cold.extend(parts.cold.iter_mut().map(|c| SendPtr(&mut **c as *mut dyn ColdStore)));
+    ColumnTable {
+        schema: parts.schema,
+        hot,
+        cold,
+        states: SendPtr(parts.states.as_mut_ptr()),
+        len: parts.states.len(),
     }
 }
 
@@ -486,5 +505,15 @@ fn wait_turn(ticket: &AtomicUsize, k: usize) {
         } else {
             std::thread::yield_now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scratch_slot_is_lock_free() {
+        assert!(AtomicCell::<Option<Box<Scratch>>>::is_lock_free());
     }
 }

@@ -2,15 +2,15 @@
 //! and compilation into plans.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use crate::access::Access;
 use crate::batch::Batch;
 use crate::chain::{Chain, End, Layers, Then};
 use crate::control::MAX_DEPTH;
 use crate::error::{Error, Result};
-use crate::exec::{Scratch, Threads};
+use crate::exec::{ScratchPool, Threads};
 use crate::plan::Plan;
 use crate::report::RunReport;
 use crate::schema::{Schema, Storage};
@@ -209,7 +209,7 @@ impl PipelineBuilder {
             parallel,
             threads: self.threads,
             min_parallel_work: self.min_parallel_work,
-            scratch: Mutex::new(Vec::new()),
+            scratch: ScratchPool::default(),
             profiling: AtomicBool::new(self.profile),
         })
     }
@@ -251,7 +251,7 @@ pub struct Pipeline {
     pub(crate) parallel: Plan,
     pub(crate) threads: Threads,
     pub(crate) min_parallel_work: usize,
-    pub(crate) scratch: Mutex<Vec<Scratch>>,
+    pub(crate) scratch: ScratchPool,
     pub(crate) profiling: AtomicBool,
     /// The first async stage, if any: `run` refuses the pipeline.
     pub(crate) async_stage: Option<Arc<str>>,
