@@ -71,6 +71,9 @@ pub(crate) struct Scratch {
 #[derive(Default)]
 pub(crate) struct ScratchPool {
     slot: AtomicCell<Option<Box<Scratch>>>,
+    // Boxed, so a scratch moves between the slot and the spares without
+    // allocating.
+    #[allow(clippy::vec_box)]
     spare: Mutex<Vec<Box<Scratch>>>,
 }
 
