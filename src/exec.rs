@@ -411,31 +411,33 @@ impl RunCtx<'_> {
         // batch would otherwise idle until the previous one is done.
         let first_ordered = seg.groups.clone().find(|&gi| turn(gi).is_some());
         let split = first_ordered.unwrap_or(seg.groups.end);
+        let run_before_split = |k: usize, w: &mut Worker| {
+            let (start, rows) = chunk_range(k, chunk_rows, len);
+            for gi in seg.groups.start..split {
+                self.run_group(gi, w, arena, start, rows);
+            }
+        };
+        // Chunks `..ahead` have run the groups before `split`.
         let mut ahead = 0;
         for k in 0..n {
-            let (start, rows) = chunk_range(k, chunk_rows, len);
-            if k >= ahead {
-                for gi in seg.groups.start..split {
-                    self.run_group(gi, w, arena, start, rows);
-                }
-                ahead = k + 1;
+            if k == ahead {
+                run_before_split(k, w);
+                ahead += 1;
             }
             if let (Some(t), 0) = (first_ordered.and_then(turn), k) {
                 while !t.turns.ready(split, t.index) && ahead < n {
-                    let (start, rows) = chunk_range(ahead, chunk_rows, len);
-                    for gi in seg.groups.start..split {
-                        self.run_group(gi, w, arena, start, rows);
-                    }
+                    run_before_split(ahead, w);
                     ahead += 1;
                 }
             }
+            let (start, rows) = chunk_range(k, chunk_rows, len);
             for gi in split..seg.groups.end {
-                let turn = turn(gi);
-                if let (Some(t), 0) = (turn, k) {
+                let ordered = turn(gi);
+                if let (Some(t), 0) = (ordered, k) {
                     t.turns.wait(gi, t.index);
                 }
                 self.run_group(gi, w, arena, start, rows);
-                if let Some(t) = turn.filter(|_| k + 1 == n) {
+                if let Some(t) = ordered.filter(|_| k + 1 == n) {
                     t.turns.pass(gi, t.index);
                 }
             }
