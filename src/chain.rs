@@ -328,7 +328,7 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
 /// Builds a static chain from layers, outermost first.
 ///
 /// Each argument is a [`Layer`], made with [`before`], [`after`] or
-/// [`around`]. See the [module docs](crate::chain).
+/// [`around`]. See the [module docs](mod@crate::chain).
 #[macro_export]
 macro_rules! chain {
     () => { $crate::chain::Chain::new($crate::chain::End) };

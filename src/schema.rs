@@ -226,8 +226,8 @@ impl Schema {
     /// The description of a field of this schema.
     ///
     /// # Panics
-    /// If the handle belongs to another schema; [`Schema::check`] is the
-    /// fallible form.
+    /// If the handle belongs to another schema (building a pipeline reports
+    /// such a handle as an error instead).
     pub fn field_info<T>(&self, field: Field<T>) -> &FieldInfo {
         match self.check(field.untyped(), "schema") {
             Ok(info) => info,
