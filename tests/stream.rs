@@ -498,8 +498,14 @@ fn pool_recycles_and_steady_state_allocates_nothing() {
         let (schema, fields) = Fields::schema();
         let gw =
             GatewayPipeline::build(&fields, &schema, 1 << 20, Composition::Static, |b| b.threads(1)).unwrap();
-        let runner =
-            StreamRunner::builder(gw.pipeline).capacity(4).pool_size(8).batch_rows(512).build().unwrap();
+        // Two workers: the quota stage's group takes the batches in turn.
+        let runner = StreamRunner::builder(gw.pipeline)
+            .capacity(4)
+            .pool_size(8)
+            .batch_rows(512)
+            .workers(2)
+            .build()
+            .unwrap();
         let mut consumer = runner.consumer().unwrap();
         let mut round = |k: u64| {
             let mut b = runner.batch();
