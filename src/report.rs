@@ -122,7 +122,10 @@ impl SlotStats {
             return;
         }
         if before.stop_depth() == Some(depth as usize) {
-            *self.counter(before) -= 1;
+            // Saturating: a chunk stage may (wrongly) stop a row it was not
+            // given, stopped at this depth by its layer's other half.
+            let first = self.counter(before);
+            *first = first.saturating_sub(1);
         }
         *self.counter(after) += 1;
     }
