@@ -4,27 +4,18 @@
 //! and shutdown. Every test is bounded by a deadline; none asserts a wall
 //! time.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::bounded;
 use mware::aio::{AsyncRunner, SubmitError};
 use mware::gateway8::mix;
 use mware::prelude::*;
 use tokio::sync::{mpsc, oneshot};
-
-fn bounded<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("test did not finish within {limit:?}"),
-    }
-}
 
 const LIMIT: Duration = Duration::from_secs(90);
 

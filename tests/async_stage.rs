@@ -6,30 +6,20 @@
 //! Every test runs its body on a thread under a deadline, so a hang fails
 //! instead of blocking CI. No test asserts a wall time.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::bounded;
 use mware::gateway8::mix;
 use mware::prelude::*;
 use mware::stage::{AsyncRows, Fetch};
 use mware::stream::StreamRunner;
 use mware::{Error, Outcome, RunReport, Stage};
 use proptest::prelude::*;
-
-/// Runs `body` on its own thread; fails if it does not finish in `limit`.
-fn bounded<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("test did not finish within {limit:?}"),
-    }
-}
 
 const LIMIT: Duration = Duration::from_secs(60);
 

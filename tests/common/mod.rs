@@ -13,6 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
+use std::time::Duration;
 
 use mware::gateway8::mix;
 use mware::prelude::*;
@@ -497,4 +498,17 @@ pub fn req_of(batch: &Batch, f: &TestFields, row: usize) -> Req {
         panicked: e.panicked,
     });
     Req { a, b, status, stop, error, past_errors: Vec::new() }
+}
+
+/// Runs `body` on its own thread; fails if it does not finish in `limit`.
+pub fn bounded<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("test did not finish within {limit:?}"),
+    }
 }
