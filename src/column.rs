@@ -104,7 +104,17 @@ impl HotColumn {
 
     /// Copies shared values of `rows` rows into the owned buffer, so the
     /// column can be written.
+    #[inline]
     pub(crate) fn make_owned(&mut self, rows: usize) {
+        // Every run calls this per written column: the check is inline, the
+        // copy is not.
+        if self.shared.is_some() {
+            self.copy_shared(rows);
+        }
+    }
+
+    #[cold]
+    fn copy_shared(&mut self, rows: usize) {
         if let Some(shared) = self.shared.take() {
             let n = rows * self.elem_size;
             self.lines.clear();

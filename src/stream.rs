@@ -187,13 +187,24 @@ impl StreamBuilder {
             profile: Mutex::new(RunReport::default()),
         });
         let mut handles = Vec::with_capacity(workers);
+        // Each worker says when it runs: `build` returns with every thread
+        // started, so a thread's own start-up (which allocates) never lands
+        // in the runner's steady state.
+        let (started_tx, started_rx) = crossbeam::channel::bounded(workers);
         for i in 0..workers {
             let (shared, jobs, done) = (shared.clone(), jobs_rx.clone(), done_tx.clone());
+            let started = started_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("mware-stream-{i}"))
-                .spawn(move || worker(&shared, &jobs, &done))
+                .spawn(move || {
+                    let _ = started.send(());
+                    worker(&shared, &jobs, &done)
+                })
                 .map_err(|e| Error::Config(format!("cannot start a stream worker: {e}")))?;
             handles.push(handle);
+        }
+        for _ in 0..workers {
+            let _ = started_rx.recv();
         }
         let consumer = Consumer {
             rx: done_rx,
