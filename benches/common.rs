@@ -70,3 +70,34 @@ pub fn time_mware(iters: u64, gw: &GatewayPipeline, fields: &Fields, batches: &m
     }
     total
 }
+
+/// Nanoseconds of CPU time this thread has run (`CLOCK_THREAD_CPUTIME_ID`:
+/// precise, unlike `/proc/thread-self/schedstat`, which moves by scheduler
+/// ticks), or wall time since `start` off Linux.
+pub fn cpu_ns(start: Instant) -> u64 {
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    {
+        #[repr(C)]
+        struct Timespec {
+            sec: i64,
+            nsec: i64,
+        }
+        unsafe extern "C" {
+            fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+        }
+        const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+        let mut ts = Timespec { sec: 0, nsec: 0 };
+        // SAFETY: `clock_gettime` writes one `struct timespec` (two 64-bit
+        // fields on 64-bit Linux, as declared) through a valid pointer.
+        if unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.sec as u64 * 1_000_000_000 + ts.nsec as u64;
+        }
+    }
+    start.elapsed().as_nanos() as u64
+}
+
+/// The median of `v`.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -4,14 +4,21 @@
 //!
 //! `cargo bench --bench gateway8`; every timed iteration processes the
 //! same 1,048,576 rows, so times compare directly (ns/row = time / 2^20).
+//!
+//! After criterion's group it prints a *paired* comparison that stays
+//! readable while the machine's neighbours come and go: passes over the
+//! same rows alternate between the four variants (rotating which goes
+//! first), each timed by the thread's CPU time, and the median of the
+//! per-round ratios to the hand fused loop is reported
+//! (`cargo bench --bench gateway8 -- paired` runs only that).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mware::gateway8::{Composition, Fields, GatewayPipeline, hand_fused, hand_passes};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use mware::gateway8::{Composition, Fields, Gateway, GatewayPipeline, hand_fused, hand_passes};
 
 mod common;
-use common::{ROWS, hand_batches, mware_batches, time_hand, time_mware};
+use common::{ROWS, cpu_ns, hand_batches, median, mware_batches, reset, time_hand, time_mware};
 
 fn bench(c: &mut Criterion) {
     let (schema, fields) = Fields::schema();
@@ -40,5 +47,75 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// The four variants in alternating passes at each batch size; prints
+/// median CPU ns/row and the median per-round ratio to the hand fused loop.
+fn paired(rounds: usize) {
+    let (schema, fields) = Fields::schema();
+    let origin = Instant::now();
+    println!(
+        "paired passes over {ROWS} rows, one thread, {rounds} rounds, thread CPU time (ns/row, ratio to hand fused):"
+    );
+    for batch in [4_096, 65_536, ROWS] {
+        let mut hand = hand_batches(batch);
+        let mut batches = mware_batches(&fields, &schema, batch);
+        let pipelines = [Composition::Static, Composition::Boxed]
+            .map(|c| GatewayPipeline::build(&fields, &schema, ROWS as u64, c, |b| b.threads(1)).unwrap());
+        let mut pass = |variant: usize| {
+            let t;
+            if variant < 2 {
+                let f = [hand_fused, hand_passes][variant];
+                let mut g = Gateway::new(ROWS as u64);
+                hand.iter_mut().for_each(|c| c.reset_outputs());
+                t = cpu_ns(origin);
+                hand.iter_mut().for_each(|c| f(c, &mut g));
+            } else {
+                let gw = &pipelines[variant - 2];
+                gw.reset();
+                batches.iter_mut().for_each(|b| reset(&fields, b));
+                t = cpu_ns(origin);
+                for b in batches.iter_mut() {
+                    gw.pipeline.run(b).unwrap();
+                }
+            }
+            (cpu_ns(origin) - t) as f64 / ROWS as f64
+        };
+        // Warm-up: one pass each.
+        for v in 0..4 {
+            pass(v);
+        }
+        let mut t: [Vec<f64>; 4] = Default::default();
+        for r in 0..rounds {
+            for k in 0..4 {
+                let v = (k + r) % 4;
+                t[v].push(pass(v));
+            }
+        }
+        let ratio = |v: usize| median(t[v].iter().zip(&t[0]).map(|(x, y)| x / y).collect());
+        println!(
+            "  {batch:>7}  hand_fused {:5.2}  hand_passes {:5.2} ({:.2}x)  mware_static {:5.2} ({:.2}x)  mware_boxed {:5.2} ({:.2}x)",
+            median(t[0].clone()),
+            median(t[1].clone()),
+            ratio(1),
+            median(t[2].clone()),
+            ratio(2),
+            median(t[3].clone()),
+            ratio(3),
+        );
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args.iter().find(|a| !a.starts_with('-'));
+    let benching = args.iter().any(|a| a == "--bench");
+    if filter.is_none_or(|f| !"paired".contains(f.as_str())) {
+        benches();
+    }
+    if filter.is_none_or(|f| "gateway8/paired".contains(f.as_str())) {
+        // `cargo test` runs benches once as a smoke test: one round.
+        paired(if benching { 15 } else { 1 });
+    }
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -25,7 +25,7 @@ use mware::gateway8::{Composition, Fields, GatewayPipeline};
 use mware::monitor::Monitor;
 
 mod common;
-use common::{ROWS, mware_batches, reset, time_mware};
+use common::{ROWS, cpu_ns, median, mware_batches, reset, time_mware};
 
 fn bench(c: &mut Criterion) {
     let (schema, fields) = Fields::schema();
@@ -67,36 +67,6 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// Nanoseconds of CPU time this thread has run (`CLOCK_THREAD_CPUTIME_ID`:
-/// precise, unlike `/proc/thread-self/schedstat`, which moves by scheduler
-/// ticks), or wall time since `start` off Linux.
-fn cpu_ns(start: Instant) -> u64 {
-    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-    {
-        #[repr(C)]
-        struct Timespec {
-            sec: i64,
-            nsec: i64,
-        }
-        unsafe extern "C" {
-            fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-        }
-        const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-        let mut ts = Timespec { sec: 0, nsec: 0 };
-        // SAFETY: `clock_gettime` writes one `struct timespec` (two 64-bit
-        // fields on 64-bit Linux, as declared) through a valid pointer.
-        if unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
-            return ts.sec as u64 * 1_000_000_000 + ts.nsec as u64;
-        }
-    }
-    start.elapsed().as_nanos() as u64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Off, on and on + monitor in alternating passes; prints CPU ns/row and
