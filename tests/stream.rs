@@ -1,13 +1,13 @@
 //! The stream runner: order, exactly-once delivery, back-pressure, faults,
-//! shutdown, the batch pool and steady-state allocations.
+//! shutdown and the batch pool.
 //!
 //! Every test runs its body on a thread under a deadline, so a hang fails
-//! the test instead of blocking CI; the tests run one at a time (a lock) so
-//! the allocation count sees only its own test.
+//! the test instead of blocking CI; the tests run one at a time (a lock).
+//! The stream's steady-state allocations are counted in `tests/alloc.rs`,
+//! a binary of its own so that no other test allocates meanwhile.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,33 +17,7 @@ use mware::prelude::*;
 use mware::stream::{Delivery, RecvError, StreamRunner, SubmitError};
 
 // ---------------------------------------------------------------------------
-// Harness: a counting allocator, one test at a time, a deadline per test.
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; the counter
-// has no effect on the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+// Harness: one test at a time, a deadline per test.
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -487,60 +461,6 @@ fn unordered_delivery_exactly_once() {
         drop(runner);
         assert!(consumer.recv().is_none());
         assert_eq!(seen.len(), 400);
-    });
-}
-
-/// Batches go back to the pool and come out cleared with their buffers; in
-/// steady state a stream of gateway-8 batches allocates nothing.
-#[test]
-fn pool_recycles_and_steady_state_allocates_nothing() {
-    bounded(Duration::from_secs(60), || {
-        let (schema, fields) = Fields::schema();
-        let gw =
-            GatewayPipeline::build(&fields, &schema, 1 << 20, Composition::Static, |b| b.threads(1)).unwrap();
-        // Two workers: the quota stage's group takes the batches in turn.
-        let runner = StreamRunner::builder(gw.pipeline)
-            .capacity(4)
-            .pool_size(8)
-            .batch_rows(512)
-            .workers(2)
-            .build()
-            .unwrap();
-        let mut consumer = runner.consumer().unwrap();
-        let mut round = |k: u64| {
-            let mut b = runner.batch();
-            fields.fill(&mut b, 42, k * 512, 512).unwrap();
-            runner.submit(b).unwrap();
-            if k >= 3 {
-                let done = consumer.recv().unwrap();
-                assert_eq!(done.seq, k - 3);
-            }
-        };
-        for k in 0..64 {
-            round(k);
-        }
-        assert!(runner.pool().available() >= 1);
-        // The count is process-wide and the test harness allocates when it
-        // starts the next test's thread: take the quietest of three windows
-        // (an allocation per batch would show in every one).
-        let mut windows = Vec::new();
-        for w in 0..3u64 {
-            let before = ALLOCS.load(Ordering::SeqCst);
-            for k in 64 + w * 128..64 + (w + 1) * 128 {
-                round(k);
-            }
-            windows.push(ALLOCS.load(Ordering::SeqCst) - before);
-        }
-        assert_eq!(
-            windows.iter().min(),
-            Some(&0),
-            "allocations in steady state per 128 batches: {windows:?}"
-        );
-        // A recycled batch is cleared and keeps its buffers.
-        let b = runner.batch();
-        assert!(b.is_empty());
-        assert!(b.allocated_bytes() >= 512 * 8);
-        drop(runner);
     });
 }
 
