@@ -19,11 +19,16 @@
 //! - `run_boxed` / `stream_boxed`: the same stages registered one by one
 //!   (each its own pass), where splitting the chain at the quota stage
 //!   costs no fusion.
+//!
+//! Then it prints what one hand-off between threads costs on this machine
+//! (`cargo bench --bench stream -- wakeup` runs only that): a send that
+//! wakes a sleeping receiver, timed on the sender and until the receiver
+//! runs. Every batch a stream delivers takes at least one such hand-off.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mware::gateway8::{Composition, Fields, GatewayPipeline};
 use mware::stream::StreamRunner;
 use mware::{Batch, Pipeline, StateHandle};
@@ -135,5 +140,47 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// A crossbeam send that wakes a receiver blocked in `recv`: microseconds
+/// spent by the sender, and until the receiver runs.
+fn wakeup(rounds: u32) {
+    let (tx, rx) = crossbeam::channel::bounded::<Instant>(1);
+    let receiver = std::thread::spawn(move || {
+        let mut waited = Duration::ZERO;
+        while let Ok(sent) = rx.recv() {
+            waited += sent.elapsed();
+        }
+        waited
+    });
+    let mut sending = Duration::ZERO;
+    for _ in 0..rounds {
+        // Long enough for the receiver to block (and its core to idle).
+        std::thread::sleep(Duration::from_micros(200));
+        let t = Instant::now();
+        tx.send(t).unwrap();
+        sending += t.elapsed();
+    }
+    drop(tx);
+    let waited = receiver.join().unwrap();
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(rounds);
+    println!(
+        "wake-up hand-off over {rounds} rounds: {:.1} us on the sender, {:.1} us until the receiver runs",
+        us(sending),
+        us(waited)
+    );
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args.iter().find(|a| !a.starts_with('-'));
+    let benching = args.iter().any(|a| a == "--bench");
+    if filter.is_none_or(|f| !"wakeup".contains(f.as_str())) {
+        benches();
+    }
+    if filter.is_none_or(|f| "stream/wakeup".contains(f.as_str())) {
+        // `cargo test` runs benches once as a smoke test: a few rounds.
+        wakeup(if benching { 2000 } else { 10 });
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
