@@ -2,10 +2,21 @@
 //! loop on one row.
 //!
 //! `cargo bench --bench latency`
+//!
+//! After criterion's group it prints a *paired* comparison that stays
+//! readable on a busy machine: rounds of 100,000 requests alternate between
+//! the three variants, and the medians of ns per request and of the
+//! per-round ratios to the hand loop are reported
+//! (`cargo bench --bench latency -- paired` runs only that).
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group};
 use mware::Batch;
 use mware::gateway8::{Columns, Composition, Fields, Gateway, GatewayPipeline, hand_fused};
+
+mod common;
+use common::median;
 
 fn bench(c: &mut Criterion) {
     let (schema, fields) = Fields::schema();
@@ -33,5 +44,66 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// Hand loop, static chain and boxed stages on one row, alternating in
+/// rounds; prints median ns per request and per-round ratios to the hand
+/// loop.
+fn paired(rounds: usize) {
+    const REQUESTS: u32 = 100_000;
+    let (schema, fields) = Fields::schema();
+    let mut cols = Columns::generate(42, 7, 1);
+    let mut g = Gateway::new(1 << 20);
+    let pipelines = [Composition::Static, Composition::Boxed]
+        .map(|c| GatewayPipeline::build(&fields, &schema, 1 << 20, c, |b| b.threads(1)).unwrap());
+    let mut batch = Batch::new(&schema);
+    fields.fill(&mut batch, 42, 7, 1).unwrap();
+    let mut request = |variant: usize| {
+        let t = Instant::now();
+        for _ in 0..REQUESTS {
+            if variant == 0 {
+                cols.status[0] = 0;
+                hand_fused(std::hint::black_box(&mut cols), &mut g);
+            } else {
+                batch.reset_control();
+                pipelines[variant - 1].pipeline.run(std::hint::black_box(&mut batch)).unwrap();
+            }
+        }
+        t.elapsed().as_nanos() as f64 / f64::from(REQUESTS)
+    };
+    let mut t: [Vec<f64>; 3] = Default::default();
+    for r in 0..=rounds {
+        for k in 0..3 {
+            let v = (k + r) % 3;
+            let ns = request(v);
+            // Round 0 warms up.
+            if r > 0 {
+                t[v].push(ns);
+            }
+        }
+    }
+    let ratio = |v: usize| median(t[v].iter().zip(&t[0]).map(|(x, y)| x / y).collect());
+    println!(
+        "paired, {rounds} rounds of {REQUESTS} one-row requests (ns per request, ratio to the hand loop): \
+         hand_fused {:.1}  mware_static {:.1} ({:.1}x)  mware_boxed {:.1} ({:.1}x)",
+        median(t[0].clone()),
+        median(t[1].clone()),
+        ratio(1),
+        median(t[2].clone()),
+        ratio(2),
+    );
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args.iter().find(|a| !a.starts_with('-'));
+    let benching = args.iter().any(|a| a == "--bench");
+    if filter.is_none_or(|f| !"paired".contains(f.as_str())) {
+        benches();
+    }
+    if filter.is_none_or(|f| "latency/paired".contains(f.as_str())) {
+        // `cargo test` runs benches once as a smoke test: one round.
+        paired(if benching { 30 } else { 1 });
+    }
+    Criterion::default().configure_from_args().final_summary();
+}

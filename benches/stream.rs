@@ -20,6 +20,11 @@
 //!   (each its own pass), where splitting the chain at the quota stage
 //!   costs no fusion.
 //!
+//! After criterion's group it prints a *paired* comparison that stays
+//! readable on a busy machine: passes of `run` and of the stream variants
+//! alternate in rounds, and the median per-round speed-up is reported
+//! (`cargo bench --bench stream -- paired` runs only that).
+//!
 //! Then it prints what one hand-off between threads costs on this machine
 //! (`cargo bench --bench stream -- wakeup` runs only that): a send that
 //! wakes a sleeping receiver, timed on the sender and until the receiver
@@ -34,15 +39,7 @@ use mware::stream::StreamRunner;
 use mware::{Batch, Pipeline, StateHandle};
 
 mod common;
-use common::{ROWS, mware_batches as batches};
-
-/// Puts a processed batch back to its input state.
-fn reset(fields: &Fields, b: &mut Batch) {
-    b.reset_control();
-    b.column_mut(fields.cost).unwrap().fill(0);
-    b.column_mut(fields.score).unwrap().fill(0.0);
-    b.column_mut(fields.latency_ns).unwrap().fill(0);
-}
+use common::{ROWS, median, mware_batches as batches, reset};
 
 struct Gw {
     pipeline: Arc<Pipeline>,
@@ -94,6 +91,29 @@ fn through_stream(pipeline: &Arc<Pipeline>, input: &mut Vec<Batch>, workers: Opt
     elapsed
 }
 
+/// One timed pass of `Pipeline::run` over every batch in turn.
+fn time_run(gw: &Gw, fields: &Fields, input: &mut [Batch]) -> Duration {
+    gw.reset();
+    input.iter_mut().for_each(|b| reset(fields, b));
+    let t = Instant::now();
+    for b in input.iter_mut() {
+        gw.pipeline.run(b).unwrap();
+    }
+    t.elapsed()
+}
+
+/// One timed pass through a fresh stream runner.
+fn time_stream(gw: &Gw, fields: &Fields, input: &mut Vec<Batch>, workers: Option<usize>) -> Duration {
+    gw.reset();
+    input.iter_mut().for_each(|b| reset(fields, b));
+    through_stream(&gw.pipeline, input, workers)
+}
+
+/// The stream variants of a composition: name suffix and worker count.
+fn stream_variants(boxed: bool) -> &'static [(&'static str, Option<usize>)] {
+    if boxed { &[("", None)] } else { &[("", None), ("_1w", Some(1))] }
+}
+
 fn bench(c: &mut Criterion) {
     let (schema, fields) = Fields::schema();
     let mut group = c.benchmark_group("stream");
@@ -106,38 +126,55 @@ fn bench(c: &mut Criterion) {
         for (suffix, composition) in [("", Composition::Static), ("_boxed", Composition::Boxed)] {
             let gw = Gw::build(&fields, &schema, composition);
             group.bench_function(BenchmarkId::new(format!("run{suffix}"), batch), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        gw.reset();
-                        input.iter_mut().for_each(|b| reset(&fields, b));
-                        let t = Instant::now();
-                        for b in input.iter_mut() {
-                            gw.pipeline.run(b).unwrap();
-                        }
-                        total += t.elapsed();
-                    }
-                    total
-                })
+                b.iter_custom(|iters| (0..iters).map(|_| time_run(&gw, &fields, &mut input)).sum())
             });
-            let workers: &[(&str, Option<usize>)] =
-                if suffix.is_empty() { &[("", None), ("_1w", Some(1))] } else { &[("", None)] };
-            for &(w, n) in workers {
+            for &(w, n) in stream_variants(!suffix.is_empty()) {
                 group.bench_function(BenchmarkId::new(format!("stream{suffix}{w}"), batch), |b| {
-                    b.iter_custom(|iters| {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            gw.reset();
-                            input.iter_mut().for_each(|b| reset(&fields, b));
-                            total += through_stream(&gw.pipeline, &mut input, n);
-                        }
-                        total
-                    })
+                    b.iter_custom(|iters| (0..iters).map(|_| time_stream(&gw, &fields, &mut input, n)).sum())
                 });
             }
         }
     }
     group.finish();
+}
+
+/// `run` and the stream variants in alternating passes; prints median
+/// ms per 2^20 rows and the median per-round speed-up over `run`.
+fn paired(rounds: usize) {
+    let (schema, fields) = Fields::schema();
+    println!("paired, {rounds} rounds (ms per {ROWS} rows; speed-up over run in the same round):");
+    for batch in [4_096, 65_536] {
+        let mut input = batches(&fields, &schema, batch);
+        for (suffix, composition) in [("", Composition::Static), ("_boxed", Composition::Boxed)] {
+            let gw = Gw::build(&fields, &schema, composition);
+            let variants = stream_variants(!suffix.is_empty());
+            let mut pass = |v: usize| {
+                let d = match v {
+                    0 => time_run(&gw, &fields, &mut input),
+                    _ => time_stream(&gw, &fields, &mut input, variants[v - 1].1),
+                };
+                d.as_secs_f64() * 1e3
+            };
+            let n = variants.len() + 1;
+            let mut t = vec![Vec::new(); n];
+            for r in 0..=rounds {
+                for k in 0..n {
+                    let v = (k + r) % n;
+                    let ms = pass(v);
+                    // Round 0 warms up.
+                    if r > 0 {
+                        t[v].push(ms);
+                    }
+                }
+            }
+            let mut line = format!("  {batch:>6}  run{suffix} {:6.2}", median(t[0].clone()));
+            for (i, (w, _)) in variants.iter().enumerate() {
+                let speedup = median(t[0].iter().zip(&t[i + 1]).map(|(r, s)| r / s).collect());
+                line += &format!("  stream{suffix}{w} {:6.2} ({speedup:.2}x)", median(t[i + 1].clone()));
+            }
+            println!("{line}");
+        }
+    }
 }
 
 /// A crossbeam send that wakes a receiver blocked in `recv`: microseconds
@@ -175,8 +212,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let filter = args.iter().find(|a| !a.starts_with('-'));
     let benching = args.iter().any(|a| a == "--bench");
-    if filter.is_none_or(|f| !"wakeup".contains(f.as_str())) {
+    if filter.is_none_or(|f| !"paired".contains(f.as_str()) && !"wakeup".contains(f.as_str())) {
         benches();
+    }
+    if filter.is_none_or(|f| "stream/paired".contains(f.as_str())) {
+        // `cargo test` runs benches once as a smoke test: one round.
+        paired(if benching { 9 } else { 1 });
     }
     if filter.is_none_or(|f| "stream/wakeup".contains(f.as_str())) {
         // `cargo test` runs benches once as a smoke test: a few rounds.
