@@ -94,12 +94,31 @@ impl Visible {
     }
 
     /// How many of `states` this sees; a branch-free loop per case so the
-    /// compiler vectorises it.
+    /// compiler vectorises it, summing in `u32` lanes (twice as many per
+    /// vector as `usize`) over blocks too short to overflow them.
     fn count(self, states: &[RowState]) -> usize {
-        match self {
-            Visible::Live => states.iter().map(|s| s.is_live() as usize).sum(),
-            Visible::After(d) => states.iter().map(|s| s.reaches_after(d) as usize).sum(),
+        let block = |b: &[RowState]| -> usize {
+            match self {
+                Visible::Live => b.iter().map(|s| s.is_live() as u32).sum::<u32>() as usize,
+                Visible::After(d) => b.iter().map(|s| s.reaches_after(d) as u32).sum::<u32>() as usize,
+            }
+        };
+        states.chunks(1 << 16).map(block).sum()
+    }
+
+    /// Writes `first + i` for every `states[i]` this sees into `sel`, in
+    /// order. Branch-free: every index is stored and the end moves only past
+    /// the visible ones, so rows stopped at random (a quota running out)
+    /// cost no mispredicted branches.
+    fn compact(self, states: &[RowState], first: u32, sel: &mut Vec<u32>) {
+        sel.clear();
+        sel.resize(states.len(), 0);
+        let mut n = 0;
+        for (i, s) in (first..).zip(states) {
+            sel[n] = i;
+            n += self.sees(*s) as usize;
         }
+        sel.truncate(n);
     }
 }
 
@@ -132,8 +151,7 @@ pub(crate) fn select<'s>(
     } else if count * DENSE_SHARE.1 >= run.len * DENSE_SHARE.0 {
         Some(Walk::Dense(range))
     } else {
-        sel.clear();
-        sel.extend(range.zip(states).filter(|(_, s)| visible.sees(**s)).map(|(r, _)| r as u32));
+        visible.compact(states, run.start as u32, sel);
         Some(Walk::Sparse(sel))
     }
 }
@@ -144,8 +162,7 @@ fn select_exact<'s>(states: &[RowState], visible: Visible, sel: &'s mut Vec<u32>
     if count == states.len() {
         Selection::Dense(count)
     } else {
-        sel.clear();
-        sel.extend((0..states.len() as u32).zip(states).filter(|(_, s)| visible.sees(**s)).map(|(i, _)| i));
+        visible.compact(states, 0, sel);
         Selection::Sparse(sel)
     }
 }
