@@ -3,15 +3,21 @@
 //! parallel-safe stages only (gateway-8 without its sequential quota).
 //!
 //! `cargo bench --bench gateway8_parallel`
+//!
+//! After criterion's group it prints a *paired* comparison that stays
+//! readable on a busy machine: passes of every variant alternate in rounds
+//! (wall time: the variants use several threads), and the median of the
+//! per-round ratios is reported
+//! (`cargo bench --bench gateway8_parallel -- paired` runs only that).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mware::gateway8::{Composition, Fields, GatewayPipeline, hand_fused};
 use mware::prelude::*;
 
 mod common;
-use common::{ROWS, hand_batches, mware_batches, time_hand, time_mware};
+use common::{ROWS, hand_batches, median, mware_batches, reset, time_hand, time_mware};
 
 /// gateway-8's parallel-safe stages (auth, validate, route, enrich,
 /// handler, timing) as one static chain.
@@ -86,23 +92,86 @@ fn bench(c: &mut Criterion) {
         for t in [1, threads] {
             let p = stateless_chain(&fields, &schema, t);
             group.bench_function(BenchmarkId::new(format!("stateless_{t}t"), batch), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        batches.iter_mut().for_each(|b| common::reset(&fields, b));
-                        let start = std::time::Instant::now();
-                        for b in batches.iter_mut() {
-                            p.run(b).unwrap();
-                        }
-                        total += start.elapsed();
-                    }
-                    total
-                })
+                b.iter_custom(|iters| (0..iters).map(|_| time_pipeline(&p, &fields, &mut batches)).sum())
             });
         }
     }
     group.finish();
 }
 
+/// One timed pass of `p` over every batch (outputs reset first, untimed).
+fn time_pipeline(p: &Pipeline, fields: &Fields, batches: &mut [Batch]) -> Duration {
+    batches.iter_mut().for_each(|b| reset(fields, b));
+    let start = Instant::now();
+    for b in batches.iter_mut() {
+        p.run(b).unwrap();
+    }
+    start.elapsed()
+}
+
+/// The hand loop, gateway-8 and the stateless chain on 1 and all threads,
+/// alternating pass by pass; prints median ns/row and the median per-round
+/// ratios (2T against 1T, and gateway-8 2T against the hand loop).
+fn paired(rounds: usize) {
+    let (schema, fields) = Fields::schema();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("paired, {rounds} rounds, wall time (ns/row; speed-up of {threads} threads over 1):");
+    for batch in [65_536, ROWS] {
+        let mut hand = hand_batches(batch);
+        let mut batches = mware_batches(&fields, &schema, batch);
+        let gateway = [1, threads].map(|t| {
+            GatewayPipeline::build(&fields, &schema, ROWS as u64, Composition::Static, |b| b.threads(t))
+                .unwrap()
+        });
+        let stateless = [1, threads].map(|t| stateless_chain(&fields, &schema, t));
+        let mut pass = |v: usize| {
+            let d = match v {
+                0 => time_hand(1, &mut hand, hand_fused),
+                1 | 2 => time_mware(1, &gateway[v - 1], &fields, &mut batches),
+                _ => time_pipeline(&stateless[v - 3], &fields, &mut batches),
+            };
+            d.as_nanos() as f64 / ROWS as f64
+        };
+        let mut t: [Vec<f64>; 5] = Default::default();
+        for r in 0..=rounds {
+            for k in 0..5 {
+                let v = (k + r) % 5;
+                let ns = pass(v);
+                // Round 0 warms up.
+                if r > 0 {
+                    t[v].push(ns);
+                }
+            }
+        }
+        let ratio = |a: usize, b: usize| median(t[a].iter().zip(&t[b]).map(|(x, y)| x / y).collect());
+        let m = |v: usize| median(t[v].clone());
+        println!(
+            "  {batch:>7}  hand_fused_1t {:.2}  gateway8 1t {:.2} {threads}t {:.2} ({:.2}x; {:.2}x the hand loop's time)  \
+             stateless 1t {:.2} {threads}t {:.2} ({:.2}x)",
+            m(0),
+            m(1),
+            m(2),
+            ratio(1, 2),
+            ratio(2, 0),
+            m(3),
+            m(4),
+            ratio(3, 4),
+        );
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args.iter().find(|a| !a.starts_with('-'));
+    let benching = args.iter().any(|a| a == "--bench");
+    if filter.is_none_or(|f| !"paired".contains(f.as_str())) {
+        benches();
+    }
+    if filter.is_none_or(|f| "gateway8_parallel/paired".contains(f.as_str())) {
+        // `cargo test` runs benches once as a smoke test: one round.
+        paired(if benching { 15 } else { 1 });
+    }
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bumpalo::Bump;
-use crossbeam::atomic::AtomicCell;
 
 use crate::access::{ColumnTable, SendPtr};
 use crate::batch::{Batch, BatchParts};
@@ -17,6 +16,7 @@ use crate::pipeline::Pipeline;
 use crate::plan::{Plan, Segment};
 use crate::report::{RunReport, SlotStats, StageReport, rows_seen};
 use crate::schema::Storage;
+use crate::slot::BoxSlot;
 use crate::turns::{PassOnUnwind, Turn, Turns};
 use crate::unit::ChunkRun;
 
@@ -70,7 +70,7 @@ pub(crate) struct Scratch {
 /// while runs overlap.
 #[derive(Default)]
 pub(crate) struct ScratchPool {
-    slot: AtomicCell<Option<Box<Scratch>>>,
+    slot: BoxSlot<Scratch>,
     // Boxed, so a scratch moves between the slot and the spares without
     // allocating.
     #[allow(clippy::vec_box)]
@@ -83,7 +83,7 @@ impl ScratchPool {
     }
 
     fn put(&self, scratch: Box<Scratch>) {
-        if let Some(other) = self.slot.swap(Some(scratch)) {
+        if let Some(other) = self.slot.swap(scratch) {
             self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(other);
         }
     }
@@ -523,15 +523,5 @@ fn wait_turn(ticket: &AtomicUsize, k: usize) {
         } else {
             std::thread::yield_now();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_scratch_slot_is_lock_free() {
-        assert!(AtomicCell::<Option<Box<Scratch>>>::is_lock_free());
     }
 }

@@ -70,6 +70,7 @@ mod pipeline;
 mod plan;
 mod report;
 mod schema;
+mod slot;
 pub mod stage;
 pub mod stream;
 #[cfg(feature = "timely")]
