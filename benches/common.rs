@@ -101,3 +101,26 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// An extra report of a bench binary: its name, the rounds it runs when
+/// benching, and the report itself (given the rounds).
+pub type Report<'a> = (&'a str, usize, &'a dyn Fn(usize));
+
+/// A bench binary's `main`: criterion's groups, then its extra reports
+/// (`paired` and the like).
+/// Naming a report (`cargo bench --bench NAME -- paired`) runs only that;
+/// under `cargo test` (no `--bench`) every report runs once, as a smoke test.
+pub fn bench_main(bench: &str, groups: fn(), reports: &[Report<'_>]) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args.iter().find(|a| !a.starts_with('-'));
+    let benching = args.iter().any(|a| a == "--bench");
+    if filter.is_none_or(|f| reports.iter().all(|(name, ..)| !name.contains(f.as_str()))) {
+        groups();
+    }
+    for (name, rounds, report) in reports {
+        if filter.is_none_or(|f| format!("{bench}/{name}").contains(f.as_str())) {
+            report(if benching { *rounds } else { 1 });
+        }
+    }
+    criterion::Criterion::default().configure_from_args().final_summary();
+}

@@ -163,15 +163,5 @@ fn paired(rounds: usize) {
 criterion_group!(benches, bench);
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let filter = args.iter().find(|a| !a.starts_with('-'));
-    let benching = args.iter().any(|a| a == "--bench");
-    if filter.is_none_or(|f| !"paired".contains(f.as_str())) {
-        benches();
-    }
-    if filter.is_none_or(|f| "gateway8_parallel/paired".contains(f.as_str())) {
-        // `cargo test` runs benches once as a smoke test: one round.
-        paired(if benching { 15 } else { 1 });
-    }
-    Criterion::default().configure_from_args().final_summary();
+    common::bench_main("gateway8_parallel", benches, &[("paired", 15, &paired)]);
 }

@@ -209,19 +209,5 @@ fn wakeup(rounds: u32) {
 criterion_group!(benches, bench);
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let filter = args.iter().find(|a| !a.starts_with('-'));
-    let benching = args.iter().any(|a| a == "--bench");
-    if filter.is_none_or(|f| !"paired".contains(f.as_str()) && !"wakeup".contains(f.as_str())) {
-        benches();
-    }
-    if filter.is_none_or(|f| "stream/paired".contains(f.as_str())) {
-        // `cargo test` runs benches once as a smoke test: one round.
-        paired(if benching { 9 } else { 1 });
-    }
-    if filter.is_none_or(|f| "stream/wakeup".contains(f.as_str())) {
-        // `cargo test` runs benches once as a smoke test: a few rounds.
-        wakeup(if benching { 2000 } else { 10 });
-    }
-    Criterion::default().configure_from_args().final_summary();
+    common::bench_main("stream", benches, &[("paired", 9, &paired), ("wakeup", 2000, &|n| wakeup(n as u32))]);
 }
