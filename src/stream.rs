@@ -24,9 +24,10 @@
 //!   the batch back. A consumer that stops reading makes producers wait;
 //!   nothing is ever dropped. Waiting producers are woken together once a
 //!   quarter of the places (at least one) are free, rather than with one
-//!   wake-up — a system call and a context switch — per batch. Because results never exceed the bound, the
-//!   workers never wait for the consumer, so `close` cannot deadlock on a
-//!   consumer that reads only afterwards.
+//!   wake-up — a system call and a context switch — per batch. Because
+//!   results never exceed the bound, the workers never wait for the
+//!   consumer, so `close` cannot deadlock on a consumer that reads only
+//!   afterwards.
 //! * **Order.** Sequential and whole-batch stages see the batches in
 //!   sequence order, each row exactly once: the state they carry across
 //!   batches ends as after one single-threaded run over the concatenated
