@@ -969,9 +969,13 @@ impl Shared {
         a.in_flight -= 1;
         // Waiting producers are woken once a quarter of the places are free,
         // all together, rather than one wake-up (a system call and a context
-        // switch) per batch. The places keep freeing as the consumer reads,
-        // so the threshold is always crossed.
-        let wake = a.waiting > 0 && a.in_flight + self.capacity.div_ceil(4) <= self.capacity;
+        // switch) per batch: the places keep freeing as the consumer reads,
+        // so the threshold is crossed. Not while a ticket is out, though:
+        // the batches after its number wait for it, and its holder may be a
+        // producer waiting here, so every freed place must wake.
+        let ticket_out = a.slots.iter().any(|s| matches!(s, Slot::Reserved));
+        let quarter_free = a.in_flight + self.capacity.div_ceil(4) <= self.capacity;
+        let wake = a.waiting > 0 && (quarter_free || ticket_out);
         drop(a);
         if wake {
             self.room.notify_all();

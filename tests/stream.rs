@@ -545,3 +545,40 @@ fn runner_accumulates_the_runs_reports() {
         runner.close();
     });
 }
+
+/// A producer may hold a ticket while it waits for room: every place freed
+/// must then wake it, since the batches after its number cannot be delivered
+/// (nor their places freed) before it submits.
+#[test]
+fn producer_waiting_for_room_while_holding_a_ticket_is_woken() {
+    bounded(Duration::from_secs(30), || {
+        let (schema, f) = probe_schema();
+        let p = Arc::new(probe_pipeline(&schema, f, 0, 64, 1));
+        let runner = StreamRunner::builder(p).capacity(8).build().unwrap();
+        let mut consumer = runner.consumer().unwrap();
+        let producer = runner.producer();
+        let feeder = std::thread::spawn(move || {
+            let batch = |k: u64| {
+                let mut b = producer.batch();
+                b.resize(1);
+                b.column_mut(f.id).unwrap().fill(k);
+                b
+            };
+            producer.submit(batch(0)).unwrap();
+            let ticket = producer.reserve().unwrap();
+            for k in 2..8 {
+                producer.submit(batch(k)).unwrap();
+            }
+            // All eight places are taken: this waits until the consumer
+            // has taken batch 0, while the ticket holds back 2..8.
+            producer.submit(batch(8)).unwrap();
+            ticket.submit(batch(1)).unwrap();
+        });
+        for k in 0..9u64 {
+            let done = consumer.recv().unwrap();
+            assert_eq!(done.seq, k);
+            assert_eq!(done.batch().column(f.id).unwrap()[0], k);
+        }
+        feeder.join().unwrap();
+    });
+}
