@@ -24,7 +24,9 @@
 //!   the batch back. A consumer that stops reading makes producers wait;
 //!   nothing is ever dropped. Waiting producers are woken together once a
 //!   quarter of the places (at least one) are free, rather than with one
-//!   wake-up — a system call and a context switch — per batch. Because
+//!   wake-up — a system call and a context switch — per batch; while a
+//!   ticket is out, every freed place wakes them (the ticket's holder may be
+//!   one of them). Because
 //!   results never exceed the bound, the workers never wait for the
 //!   consumer, so `close` cannot deadlock on a consumer that reads only
 //!   afterwards.
