@@ -360,3 +360,44 @@ impl Unit for ChunkLayer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::RowState;
+
+    /// Row states of every kind (live, rejected, failed) at depths 0–5, in a
+    /// scrambled order.
+    fn states(n: usize) -> Vec<RowState> {
+        (0..n as u64)
+            .map(|i| {
+                let h = crate::gateway8::mix(i);
+                let depth = (h >> 8) as u16 % 6;
+                match h % 4 {
+                    0 | 1 => RowState::LIVE,
+                    2 => RowState::rejected(depth, 400),
+                    _ => {
+                        let mut s = RowState::LIVE;
+                        s.fail(depth);
+                        s
+                    }
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn count_and_compact_agree_with_a_plain_filter() {
+        let mut sel = Vec::new();
+        for n in [0, 1, 7, 64, 1000, 70_000] {
+            let states = states(n);
+            for visible in [Visible::Live, Visible::After(0), Visible::After(2), Visible::After(5)] {
+                let expected: Vec<u32> =
+                    (0..n as u32).filter(|&i| visible.sees(states[i as usize])).map(|i| i + 10).collect();
+                assert_eq!(visible.count(&states), expected.len());
+                visible.compact(&states, 10, &mut sel);
+                assert_eq!(sel, expected);
+            }
+        }
+    }
+}
