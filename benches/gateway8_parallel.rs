@@ -20,8 +20,14 @@ mod common;
 use common::{ROWS, hand_batches, median, mware_batches, reset, time_hand, time_mware};
 
 /// gateway-8's parallel-safe stages (auth, validate, route, enrich,
-/// handler, timing) as one static chain.
-fn stateless_chain(f: &Fields, schema: &Schema, threads: usize) -> Pipeline {
+/// handler, timing) as one static chain, on `threads` threads; `configure`
+/// sets anything else.
+fn stateless_chain(
+    f: &Fields,
+    schema: &Schema,
+    threads: usize,
+    configure: impl FnOnce(mware::PipelineBuilder) -> mware::PipelineBuilder,
+) -> Pipeline {
     use mware::chain::{after, before};
     use mware::gateway8::{auth_ok, enrich_score, now_ns, payload_ok, route_cost};
     let now = now_ns(ROWS as u64);
@@ -52,8 +58,7 @@ fn stateless_chain(f: &Fields, schema: &Schema, threads: usize) -> Pipeline {
         |(u, r, c, s): (&u64, &u16, &u32, &mut f32), _: &mut RowCtl| *s = enrich_score(*u, *r, *c),
     );
     let handler = stage::parallel("handler", (), |_: (), c: &mut RowCtl| c.respond(200));
-    Pipeline::builder(schema)
-        .threads(threads)
+    configure(Pipeline::builder(schema).threads(threads))
         .chain(mware::chain![
             after(timing),
             before(auth),
@@ -90,7 +95,7 @@ fn bench(c: &mut Criterion) {
             });
         }
         for t in [1, threads] {
-            let p = stateless_chain(&fields, &schema, t);
+            let p = stateless_chain(&fields, &schema, t, |b| b);
             group.bench_function(BenchmarkId::new(format!("stateless_{t}t"), batch), |b| {
                 b.iter_custom(|iters| (0..iters).map(|_| time_pipeline(&p, &fields, &mut batches)).sum())
             });
@@ -123,7 +128,7 @@ fn paired(rounds: usize) {
             GatewayPipeline::build(&fields, &schema, ROWS as u64, Composition::Static, |b| b.threads(t))
                 .unwrap()
         });
-        let stateless = [1, threads].map(|t| stateless_chain(&fields, &schema, t));
+        let stateless = [1, threads].map(|t| stateless_chain(&fields, &schema, t, |b| b));
         let mut pass = |v: usize| {
             let d = match v {
                 0 => time_hand(1, &mut hand, hand_fused),
@@ -160,8 +165,43 @@ fn paired(rounds: usize) {
     }
 }
 
+/// Where splitting a batch over the threads starts to pay: the stateless
+/// chain (six stages) on 1 thread against all threads with the threshold
+/// off (`min_parallel_work(0)`), pass by pass, at growing batch sizes (a
+/// batch is split only from two chunks of 2,048 rows up). Prints the median
+/// per-round speed-up and the rows × stages of one batch, the unit of
+/// `min_parallel_work`.
+fn threshold(rounds: usize) {
+    let (schema, fields) = Fields::schema();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pipelines = [1, threads].map(|t| stateless_chain(&fields, &schema, t, |b| b.min_parallel_work(0)));
+    println!(
+        "threshold, {rounds} rounds, stateless chain, wall time: speed-up of {threads} threads (threshold off) over 1"
+    );
+    for batch in [2_048, 4_096, 8_192, 16_384, 32_768, 65_536] {
+        let mut batches = mware_batches(&fields, &schema, batch);
+        let mut t: [Vec<f64>; 2] = Default::default();
+        for r in 0..=rounds {
+            for k in 0..2 {
+                let v = (k + r) % 2;
+                let d = time_pipeline(&pipelines[v], &fields, &mut batches).as_secs_f64();
+                // Round 0 warms up.
+                if r > 0 {
+                    t[v].push(d);
+                }
+            }
+        }
+        let speedup = median(t[0].iter().zip(&t[1]).map(|(one, all)| one / all).collect());
+        println!("  {batch:>6} rows ({:>7} row·stages): {speedup:.2}x", batch * 6);
+    }
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
-    common::bench_main("gateway8_parallel", benches, &[("paired", 15, &paired)]);
+    common::bench_main(
+        "gateway8_parallel",
+        benches,
+        &[("paired", 15, &paired), ("threshold", 9, &threshold)],
+    );
 }

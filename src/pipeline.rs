@@ -68,9 +68,10 @@ pub struct PipelineBuilder {
     profile: bool,
 }
 
-/// Rows × stages below which a run stays on the calling thread; measured on
-/// gateway-8 here, splitting fewer than about 64 K row-steps over two
-/// threads costs more than it saves.
+/// Rows × stages below which a run stays on the calling thread: on the
+/// two cores here, splitting fewer than about 50 K row-steps over both
+/// always cost more than it saved (`cargo bench --bench gateway8_parallel
+/// -- threshold`, BENCHMARKS.md §2).
 pub const DEFAULT_MIN_PARALLEL_WORK: usize = 64 * 1024;
 
 impl PipelineBuilder {
