@@ -216,9 +216,13 @@ pub trait Layers: Send + Sync + 'static {
     ///
     /// # Safety
     /// As for [`Half::call`].
+    ///
+    /// `FRESH`: the row was live when the walk started. `shielded`: no layer
+    /// outside this one has a before-stage. Together they mean nothing
+    /// outside this layer stopped the row, so its after-stage sees it.
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn row<const FULL: bool>(
+    unsafe fn row<const FULL: bool, const FRESH: bool>(
         &self,
         ptrs: &Self::Ptrs,
         guards: &mut Self::Guards<'_>,
@@ -226,6 +230,7 @@ pub trait Layers: Send + Sync + 'static {
         plan: RowPlan,
         ctl: &mut RowCtl,
         level: usize,
+        shielded: bool,
     );
 }
 
@@ -245,7 +250,7 @@ impl Layers for End {
     fn locals(&self) {}
     fn enter<'a>(&'a self, _: &'a mut ()) {}
     #[inline(always)]
-    unsafe fn row<const FULL: bool>(
+    unsafe fn row<const FULL: bool, const FRESH: bool>(
         &self,
         _: &(),
         _: &mut (),
@@ -253,6 +258,7 @@ impl Layers for End {
         _: RowPlan,
         _: &mut RowCtl,
         _: usize,
+        _: bool,
     ) {
     }
 }
@@ -303,7 +309,7 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         (self.0.before.enter(&mut l.0), self.0.after.enter(&mut l.1), self.1.enter(&mut l.2))
     }
     #[inline(always)]
-    unsafe fn row<const FULL: bool>(
+    unsafe fn row<const FULL: bool, const FRESH: bool>(
         &self,
         p: &Self::Ptrs,
         g: &mut Self::Guards<'_>,
@@ -311,6 +317,7 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         plan: RowPlan,
         ctl: &mut RowCtl,
         level: usize,
+        shielded: bool,
     ) {
         let depth = plan.base + level as u16;
         let before_slot = level;
@@ -319,9 +326,14 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
             // SAFETY: forwarded from the caller's contract.
             unsafe { step::<B>(&self.0.before, p.0, &mut g.0, env, ctl, depth, before_slot) };
         }
+        let shielded = shielded && !B::PRESENT;
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.1.row::<FULL>(&p.2, &mut g.2, env, plan, ctl, level + 1) };
-        if A::PRESENT && (FULL || plan.has(after_slot)) && ctl.state.reaches_after(depth) {
+        unsafe { self.1.row::<FULL, FRESH>(&p.2, &mut g.2, env, plan, ctl, level + 1, shielded) };
+        // With no before-stage from the outermost layer in to this one, a
+        // row live when the walk started can only have been stopped since
+        // by inner layers' stages, deeper than `depth`: this after sees it.
+        let sees = (FRESH && shielded) || ctl.state.reaches_after(depth);
+        if A::PRESENT && (FULL || plan.has(after_slot)) && sees {
             // SAFETY: forwarded from the caller's contract.
             unsafe { step::<A>(&self.0.after, p.1, &mut g.1, env, ctl, depth, after_slot) };
         }
@@ -426,6 +438,9 @@ impl<L: Layers> Chain<L> {
                 self.run_protected(rest, Walk::Dense(row..row + 1), locals, run, names);
             }
             walk = match walk {
+                // The rows after the failed one are untouched: as fresh as
+                // they were.
+                Walk::Fresh(r) => Walk::Fresh(row + 1..r.end),
                 Walk::Dense(r) => Walk::Dense(row + 1..r.end),
                 Walk::Sparse(rows) => {
                     let at = rows.partition_point(|&r| (r as usize) <= row);
@@ -466,7 +481,7 @@ impl<L: Layers> Chain<L> {
                 .push((row, StageError { stage: stage.clone(), message: message.clone(), panicked: true }));
         };
         match walk {
-            Walk::Dense(r) => r.for_each(&mut fail),
+            Walk::Fresh(r) | Walk::Dense(r) => r.for_each(&mut fail),
             Walk::Sparse(rows) => rows.iter().for_each(|&r| fail(r as usize)),
         }
     }
@@ -515,16 +530,24 @@ impl<L: Layers> Chain<L> {
         let mut guards = self.layers.enter(locals);
         let states = table.states;
         match walk {
+            Walk::Fresh(rows) => {
+                for row in rows {
+                    // SAFETY: forwarded; `row` is in the chunk.
+                    unsafe { self.one_row::<FULL, true>(row, states, &ptrs, &mut guards, env, plan) };
+                }
+            }
             Walk::Dense(rows) => {
                 for row in rows {
                     // SAFETY: forwarded; `row` is in the chunk.
-                    unsafe { self.one_row::<FULL>(row, states, &ptrs, &mut guards, env, plan) };
+                    unsafe { self.one_row::<FULL, false>(row, states, &ptrs, &mut guards, env, plan) };
                 }
             }
             Walk::Sparse(rows) => {
                 for &row in rows {
                     // SAFETY: forwarded; the selection holds rows of the chunk.
-                    unsafe { self.one_row::<FULL>(row as usize, states, &ptrs, &mut guards, env, plan) };
+                    unsafe {
+                        self.one_row::<FULL, false>(row as usize, states, &ptrs, &mut guards, env, plan)
+                    };
                 }
             }
         }
@@ -534,7 +557,7 @@ impl<L: Layers> Chain<L> {
     /// `row` is in a chunk this worker owns; `states` is the batch's state
     /// vector.
     #[inline(always)]
-    unsafe fn one_row<const FULL: bool>(
+    unsafe fn one_row<const FULL: bool, const FRESH: bool>(
         &self,
         row: usize,
         states: SendPtr<RowState>,
@@ -551,7 +574,7 @@ impl<L: Layers> Chain<L> {
         unsafe {
             let state = *states.0.add(row);
             let mut ctl = RowCtl::new(state, row, env.stats);
-            self.layers.row::<FULL>(ptrs, guards, env, plan, &mut ctl, 0);
+            self.layers.row::<FULL, FRESH>(ptrs, guards, env, plan, &mut ctl, 0, true);
             // Most stages leave most rows as they were: skip the store then.
             if ctl.state != state {
                 *states.0.add(row) = ctl.state;

@@ -97,13 +97,26 @@ impl Visible {
     /// compiler vectorises it, summing in `u32` lanes (twice as many per
     /// vector as `usize`) over blocks too short to overflow them.
     fn count(self, states: &[RowState]) -> usize {
-        let block = |b: &[RowState]| -> usize {
+        self.count_with_live(states).0
+    }
+
+    /// How many of `states` this sees, and how many are live, in one pass.
+    fn count_with_live(self, states: &[RowState]) -> (usize, usize) {
+        let block = |b: &[RowState]| -> (usize, usize) {
             match self {
-                Visible::Live => b.iter().map(|s| s.is_live() as u32).sum::<u32>() as usize,
-                Visible::After(d) => b.iter().map(|s| s.reaches_after(d) as u32).sum::<u32>() as usize,
+                Visible::Live => {
+                    let live = b.iter().map(|s| s.is_live() as u32).sum::<u32>() as usize;
+                    (live, live)
+                }
+                Visible::After(d) => {
+                    let (seen, live) = b.iter().fold((0u32, 0u32), |(seen, live), s| {
+                        (seen + s.reaches_after(d) as u32, live + s.is_live() as u32)
+                    });
+                    (seen as usize, live as usize)
+                }
             }
         };
-        states.chunks(1 << 16).map(block).sum()
+        states.chunks(1 << 16).map(block).fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
     }
 
     /// Writes `first + i` for every `states[i]` this sees into `sel`, in
@@ -125,6 +138,10 @@ impl Visible {
 /// Which rows of a chunk a fused group walks.
 #[derive(Clone)]
 pub(crate) enum Walk<'s> {
+    /// Every row of the range, each of them live when the walk starts: an
+    /// after-stage with no before-stage outside it then sees every row, so
+    /// its per-row check is compiled out.
+    Fresh(Range<usize>),
     /// Every row of the range (each step still checks its row's state).
     Dense(Range<usize>),
     /// Only these batch rows, ascending.
@@ -144,9 +161,11 @@ pub(crate) fn select<'s>(
 ) -> Option<Walk<'s>> {
     let visible = Visible::of_slots(slots, layers, run.depth_base);
     let states = run.states();
-    let count = visible.count(states);
+    let (count, live) = visible.count_with_live(states);
     let range = run.start..run.start + run.len;
-    if count == 0 {
+    if live == run.len && live > 0 {
+        Some(Walk::Fresh(range))
+    } else if count == 0 {
         None
     } else if count * DENSE_SHARE.1 >= run.len * DENSE_SHARE.0 {
         Some(Walk::Dense(range))

@@ -935,3 +935,52 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// A row an earlier unit rejected at a shallower depth is not seen by a
+/// chain's outer after-stage, even when most rows of the chunk are live
+/// (a dense walk) and the chain has no before-stage outside that after:
+/// the walk may skip the after's row check only when every row starts live.
+/// The same after does see rows its own inner stages stopped.
+#[test]
+fn outer_after_of_a_chain_skips_rows_stopped_by_an_earlier_unit() {
+    let mut s = SchemaBuilder::new();
+    let x = s.hot::<u32>("x");
+    let seen = s.hot::<u32>("seen");
+    let schema = s.build().unwrap();
+    for threads in [1, 2] {
+        let gate = stage::parallel("gate", Read(x), |x: &u32, ctl: &mut RowCtl| {
+            if *x % 20 == 0 {
+                ctl.reject(403);
+            }
+        });
+        let count = stage::parallel("count", Write(seen), |seen: &mut u32, _: &mut RowCtl| *seen += 1);
+        let inner = stage::parallel("inner", Read(x), |x: &u32, ctl: &mut RowCtl| {
+            if *x % 20 == 1 {
+                ctl.reject(429);
+            } else {
+                ctl.respond(200);
+            }
+        });
+        let pipeline = Pipeline::builder(&schema)
+            .before(gate)
+            .chain(mware::chain![after(count), before(inner)])
+            .threads(threads)
+            .min_parallel_work(0)
+            .chunk_rows(64)
+            .build()
+            .unwrap();
+        let mut batch = Batch::new(&schema);
+        batch.resize(1000);
+        batch.column_mut(x).unwrap().iter_mut().enumerate().for_each(|(i, v)| *v = i as u32);
+        pipeline.run(&mut batch).unwrap();
+        for i in 0..1000 {
+            let (want_seen, want_status) = match i % 20 {
+                0 => (0, 403),
+                1 => (1, 429),
+                _ => (1, 200),
+            };
+            assert_eq!(batch.column(seen).unwrap()[i], want_seen, "row {i}, {threads} threads");
+            assert_eq!(batch.status(i), Some(want_status), "row {i}, {threads} threads");
+        }
+    }
+}
