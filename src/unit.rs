@@ -93,14 +93,15 @@ impl Visible {
         }
     }
 
-    /// How many of `states` this sees; a branch-free loop per case so the
-    /// compiler vectorises it, summing in `u32` lanes (twice as many per
-    /// vector as `usize`) over blocks too short to overflow them.
+    /// How many of `states` this sees.
     fn count(self, states: &[RowState]) -> usize {
         self.count_with_live(states).0
     }
 
-    /// How many of `states` this sees, and how many are live, in one pass.
+    /// How many of `states` this sees, and how many are live, in one pass:
+    /// a branch-free loop per case so the compiler vectorises it, summing in
+    /// `u32` lanes (twice as many per vector as `usize`) over blocks too
+    /// short to overflow them.
     fn count_with_live(self, states: &[RowState]) -> (usize, usize) {
         let block = |b: &[RowState]| -> (usize, usize) {
             match self {
