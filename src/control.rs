@@ -118,7 +118,7 @@ impl RowState {
 
     #[inline(always)]
     pub(crate) fn rejected(depth: u16, status: u16) -> RowState {
-        RowState { status, stop: depth + 1 }
+        RowState { status, stop: (depth & DEPTH) + 1 }
     }
 
     #[inline(always)]
