@@ -2,6 +2,7 @@
 //! the calling thread or spread over a rayon pool.
 
 use std::any::Any;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -383,21 +384,55 @@ struct RunCtx<'r> {
 
 impl RunCtx<'_> {
     fn run_group(&self, gi: usize, w: &mut Worker, arena: &Bump, start: usize, len: usize) {
-        let (p, g) = (self.p, &self.plan.groups[gi]);
+        let g = &self.plan.groups[gi];
         let t = self.prof.then(Instant::now);
+        self.run_slots(g.unit, g.slots.clone(), w, arena, start, len);
+        if let Some(t) = t {
+            w.group_time[gi] += t.elapsed();
+        }
+    }
+
+    fn run_slots(
+        &self,
+        unit: usize,
+        slots: Range<usize>,
+        w: &mut Worker,
+        arena: &Bump,
+        start: usize,
+        len: usize,
+    ) {
+        let p = self.p;
         let mut run = ChunkRun {
             table: self.table,
             start,
             len,
-            depth_base: p.bases[g.unit],
+            depth_base: p.bases[unit],
             sel: &mut w.sel,
             errors: &mut w.errors,
             arena,
-            stats: if self.prof { Some(&mut w.stats[g.unit]) } else { None },
+            stats: if self.prof { Some(&mut w.stats[unit]) } else { None },
         };
-        p.units[g.unit].run(g.slots.clone(), &mut *w.locals[g.unit], &mut run, &p.names[g.unit]);
-        if let Some(t) = t {
-            w.group_time[gi] += t.elapsed();
+        p.units[unit].run(slots, &mut *w.locals[unit], &mut run, &p.names[unit]);
+    }
+
+    /// Runs every group of `seg` on one chunk, the groups a parallel plan
+    /// cut out of one fused loop joined again: what the serial plan runs.
+    /// For a run that holds the turns of the segment's ordered groups.
+    fn run_joined(&self, seg: &Segment, w: &mut Worker, arena: &Bump, start: usize, len: usize) {
+        let groups = &self.plan.groups[seg.groups.clone()];
+        let mut i = 0;
+        while i < groups.len() {
+            let (unit, mut slots) = (groups[i].unit, groups[i].slots.clone());
+            i += 1;
+            // A parallel plan cuts a fused unit only before an ordered step,
+            // so consecutive groups of one unit are consecutive slots.
+            while self.p.units[unit].fused()
+                && groups.get(i).is_some_and(|g| g.unit == unit && g.slots.start == slots.end)
+            {
+                slots.end = groups[i].slots.end;
+                i += 1;
+            }
+            self.run_slots(unit, slots, w, arena, start, len);
         }
     }
 
@@ -430,9 +465,26 @@ impl RunCtx<'_> {
                 self.run_group(gi, w, arena, start, rows);
             }
         };
+        // Once the run holds the turns of every ordered group here, a chunk
+        // nothing has run on yet takes all the groups joined into one fused
+        // loop, as the serial plan would: the cut only pays while waiting.
+        // (Not while profiling, which times each group of the plan.)
+        let mut held = false;
+        let may_join = first_ordered.is_some() && !self.prof;
         // Chunks `..ahead` have run the groups before `split`.
         let mut ahead = 0;
         for k in 0..n {
+            if may_join && k == ahead && (held || self.turns_ready(seg)) {
+                let (start, rows) = chunk_range(k, chunk_rows, len);
+                // Ready is taken: only this run may pass these turns on.
+                held = true;
+                self.run_joined(seg, w, arena, start, rows);
+                ahead += 1;
+                if k + 1 == n {
+                    self.for_each_turn(seg, |t, gi| t.turns.pass(gi, t.index));
+                }
+                continue;
+            }
             if k == ahead {
                 run_before_split(k, w);
                 ahead += 1;
@@ -454,8 +506,25 @@ impl RunCtx<'_> {
                     t.turns.pass(gi, t.index);
                 }
             }
+            held = true;
         }
         n
+    }
+
+    /// Calls `f` with the run's turn for each ordered group of `seg`.
+    fn for_each_turn(&self, seg: &Segment, mut f: impl FnMut(Turn<'_>, usize)) {
+        if let Some(t) = self.turn {
+            for gi in seg.groups.clone().filter(|&gi| self.plan.groups[gi].ordered) {
+                f(t, gi);
+            }
+        }
+    }
+
+    /// Whether the run before this one has left every ordered group of `seg`.
+    fn turns_ready(&self, seg: &Segment) -> bool {
+        let mut ready = true;
+        self.for_each_turn(seg, |t, gi| ready &= t.turns.ready(gi, t.index));
+        ready
     }
 
     /// Runs a segment over a rayon pool: each worker claims the next chunk

@@ -59,10 +59,13 @@
 //! run over the concatenated input.
 //!
 //! Running in turn needs the fused loop cut before the ordered stage, which
-//! costs a pass over each chunk: worth it when the stages are separate
-//! passes anyway or the ordered part is small; for a tightly fused chain on
-//! few cores one worker (`workers(1)`, the whole chain in one loop) can be
-//! as fast. BENCHMARKS.md §8 has both on gateway-8.
+//! costs a pass over each chunk. The cut is only taken while it pays: once
+//! a run holds the turns of a segment's ordered groups (from its first
+//! chunk on, or from the start when the run before has already left them),
+//! each chunk it has not started yet runs the loop whole again. A batch of
+//! one chunk that has to wait still runs cut, so for a tightly fused chain
+//! in small batches on few cores one worker (`workers(1)`, the whole chain
+//! in one loop) can be as fast. BENCHMARKS.md §8 has both on gateway-8.
 //!
 //! A pipeline with async stages ([`stage::fetch`](crate::stage::fetch)) runs
 //! the same way: each worker awaits its batch's futures on its own thread
