@@ -1,5 +1,5 @@
-//! gateway-8 on one thread: the executor (static chain and boxed stages)
-//! against the hand-written fused loop (the limit) and the hand-written
+//! gateway-8 on one thread: the executor (static chain over runtime field
+//! handles, the same chain over pinned fields, and boxed stages) against the hand-written fused loop (the limit) and the hand-written
 //! one-pass-per-stage loop, at three batch sizes.
 //!
 //! `cargo bench --bench gateway8`; every timed iteration processes the
@@ -7,7 +7,7 @@
 //!
 //! After criterion's group it prints a *paired* comparison that stays
 //! readable while the machine's neighbours come and go: passes over the
-//! same rows alternate between the four variants (rotating which goes
+//! same rows alternate between the five variants (rotating which goes
 //! first), each timed by the thread's CPU time, and the median of the
 //! per-round ratios to the hand fused loop is reported
 //! (`cargo bench --bench gateway8 -- paired` runs only that).
@@ -37,7 +37,11 @@ fn bench(c: &mut Criterion) {
         });
         drop(hand);
         let mut batches = mware_batches(&fields, &schema, batch);
-        for (name, comp) in [("mware_static", Composition::Static), ("mware_boxed", Composition::Boxed)] {
+        for (name, comp) in [
+            ("mware_static", Composition::Static),
+            ("mware_pinned", Composition::Pinned),
+            ("mware_boxed", Composition::Boxed),
+        ] {
             let gw = GatewayPipeline::build(&fields, &schema, ROWS as u64, comp, |b| b.threads(1)).unwrap();
             group.bench_function(BenchmarkId::new(name, batch), |b| {
                 b.iter_custom(|iters| time_mware(iters, &gw, &fields, &mut batches))
@@ -47,7 +51,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// The four variants in alternating passes at each batch size; prints
+/// The five variants in alternating passes at each batch size; prints
 /// median CPU ns/row and the median per-round ratio to the hand fused loop.
 fn paired(rounds: usize) {
     let (schema, fields) = Fields::schema();
@@ -58,7 +62,7 @@ fn paired(rounds: usize) {
     for batch in [4_096, 65_536, ROWS] {
         let mut hand = hand_batches(batch);
         let mut batches = mware_batches(&fields, &schema, batch);
-        let pipelines = [Composition::Static, Composition::Boxed]
+        let pipelines = [Composition::Static, Composition::Pinned, Composition::Boxed]
             .map(|c| GatewayPipeline::build(&fields, &schema, ROWS as u64, c, |b| b.threads(1)).unwrap());
         let mut pass = |variant: usize| {
             let t;
@@ -79,28 +83,24 @@ fn paired(rounds: usize) {
             }
             (cpu_ns(origin) - t) as f64 / ROWS as f64
         };
+        const NAMES: [&str; 5] = ["hand_fused", "hand_passes", "mware_static", "mware_pinned", "mware_boxed"];
         // Warm-up: one pass each.
-        for v in 0..4 {
+        for v in 0..NAMES.len() {
             pass(v);
         }
-        let mut t: [Vec<f64>; 4] = Default::default();
+        let mut t: [Vec<f64>; NAMES.len()] = Default::default();
         for r in 0..rounds {
-            for k in 0..4 {
-                let v = (k + r) % 4;
+            for k in 0..NAMES.len() {
+                let v = (k + r) % NAMES.len();
                 t[v].push(pass(v));
             }
         }
-        let ratio = |v: usize| median(t[v].iter().zip(&t[0]).map(|(x, y)| x / y).collect());
-        println!(
-            "  {batch:>7}  hand_fused {:5.2}  hand_passes {:5.2} ({:.2}x)  mware_static {:5.2} ({:.2}x)  mware_boxed {:5.2} ({:.2}x)",
-            median(t[0].clone()),
-            median(t[1].clone()),
-            ratio(1),
-            median(t[2].clone()),
-            ratio(2),
-            median(t[3].clone()),
-            ratio(3),
-        );
+        let mut line = format!("  {batch:>7}  {} {:5.2}", NAMES[0], median(t[0].clone()));
+        for v in 1..NAMES.len() {
+            let ratio = median(t[v].iter().zip(&t[0]).map(|(x, y)| x / y).collect());
+            line += &format!("  {} {:5.2} ({ratio:.2}x)", NAMES[v], median(t[v].clone()));
+        }
+        println!("{line}");
     }
 }
 

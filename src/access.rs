@@ -8,6 +8,14 @@
 //! into raw column pointers and hands the stage either slices over the chunk
 //! ([`Access::Slices`]) or references into one row ([`Access::Row`]).
 //!
+//! [`ReadAt`] and [`WriteAt`] take a [`Pinned`] handle instead: a field whose
+//! position in the schema is part of its type. Each stage's pointer to a
+//! runtime handle's column is a value of its own, so in a static chain where
+//! four stages read `route` the fused loop carries four copies of one
+//! pointer and spills most of them; pinned accesses read their pointer from
+//! one per-chunk [`Frame`] at a constant index, so the compiler sees one
+//! value per field, as in a hand-written loop.
+//!
 //! This module and the executor's column table are the only places that
 //! create references from raw column pointers.
 
@@ -107,6 +115,145 @@ impl<'r> ColumnTable<'r> {
     }
 }
 
+/// How many leading fields of a schema can be [`Pinned`].
+pub const FRAME_FIELDS: usize = 16;
+
+/// The hot column pointers of a schema's first [`FRAME_FIELDS`] fields,
+/// copied onto the stack of the loop that runs a chunk. Pinned accesses
+/// resolve to the address of the frame, which every stage of a chain shares.
+#[doc(hidden)]
+pub struct Frame([*mut u8; FRAME_FIELDS]);
+
+impl Frame {
+    pub(crate) fn of(table: &ColumnTable<'_>) -> Frame {
+        let mut frame = [std::ptr::null_mut(); FRAME_FIELDS];
+        for (slot, ptr) in frame.iter_mut().zip(table.hot) {
+            *slot = ptr.0;
+        }
+        Frame(frame)
+    }
+
+    /// Row `row` of the column at position `I`.
+    ///
+    /// # Safety
+    /// `frame` points to a live frame of the batch being run; position `I`
+    /// is a hot field of type `T` of its schema; `row` is in the batch.
+    #[inline(always)]
+    unsafe fn cell<T, const I: usize>(frame: SendPtr<Frame>, row: usize) -> *mut T {
+        // SAFETY: the frame is live and `I < FRAME_FIELDS` (`Field::pin`
+        // checks it), so slot `I` holds the table's base pointer of field
+        // `I`'s column, typed `T`, with `row` inside it.
+        unsafe { (*frame.0).0[I].cast::<T>().add(row) }
+    }
+}
+
+/// A hot field handle whose position `I` in its schema is part of its
+/// type; made by [`Field::pin`](crate::Field::pin), used with [`ReadAt`] and
+/// [`WriteAt`].
+///
+/// ```
+/// use mware::prelude::*;
+///
+/// let mut s = SchemaBuilder::new();
+/// let len = s.hot::<u32>("len").pin::<0>()?;
+/// let seen = s.hot::<u32>("seen").pin::<1>()?;
+/// let schema = s.build()?;
+///
+/// let count = stage::parallel("count", (ReadAt(len), WriteAt(seen)), |(len, seen): (&u32, &mut u32), _: &mut RowCtl| {
+///     *seen = *len + 1;
+/// });
+/// let pipeline = Pipeline::builder(&schema).chain(mware::chain![mware::chain::before(count)]).build()?;
+/// let mut batch = Batch::new(&schema);
+/// batch.resize(2);
+/// batch.column_mut(len.field())?.copy_from_slice(&[5, 50]);
+/// pipeline.run(&mut batch)?;
+/// assert_eq!(batch.column(seen.field())?, &[6, 51]);
+/// # Ok::<(), mware::Error>(())
+/// ```
+pub struct Pinned<T: 'static, const I: usize>(pub(crate) Field<T>);
+
+impl<T, const I: usize> Pinned<T, I> {
+    /// The runtime handle of the same field.
+    pub fn field(self) -> Field<T> {
+        self.0
+    }
+}
+
+impl<T, const I: usize> Clone for Pinned<T, I> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T, const I: usize> Copy for Pinned<T, I> {}
+
+impl<T, const I: usize> std::fmt::Debug for Pinned<T, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pinned<{I}>")
+    }
+}
+
+/// Read a [`Pinned`] hot field: as [`Read`], with a column pointer shared by
+/// every stage of a fused chain.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadAt<T: 'static, const I: usize>(pub Pinned<T, I>);
+/// Write a [`Pinned`] hot field: as [`Write`], with a column pointer shared
+/// by every stage of a fused chain.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteAt<T: 'static, const I: usize>(pub Pinned<T, I>);
+
+impl<T: Pod, const I: usize> sealed::Sealed for ReadAt<T, I> {}
+impl<T: Pod + Send + Sync, const I: usize> Access for ReadAt<T, I> {
+    type Slices<'a> = &'a [T];
+    type Row<'a> = &'a T;
+    type Ptrs = SendPtr<Frame>;
+
+    fn uses(&self, out: &mut Vec<FieldUse>) {
+        out.push(FieldUse { field: self.0.0.untyped(), write: false, cold: false });
+    }
+    #[inline(always)]
+    fn resolve(&self, _: &ColumnTable<'_>, frame: &Frame) -> Self::Ptrs {
+        SendPtr((frame as *const Frame).cast_mut())
+    }
+    #[inline(always)]
+    unsafe fn slices<'a>(p: Self::Ptrs, start: usize, len: usize) -> &'a [T] {
+        // SAFETY: `p` is the frame `resolve` was given, live per the
+        // caller's contract; validation made `I` a hot field of type `T`.
+        // Then as for `Read`.
+        unsafe { std::slice::from_raw_parts(Frame::cell::<T, I>(p, start), len) }
+    }
+    #[inline(always)]
+    unsafe fn row<'a>(p: Self::Ptrs, row: usize) -> &'a T {
+        // SAFETY: as in `slices`, for one in-bounds row.
+        unsafe { &*Frame::cell::<T, I>(p, row) }
+    }
+}
+
+impl<T: Pod, const I: usize> sealed::Sealed for WriteAt<T, I> {}
+impl<T: Pod + Send + Sync, const I: usize> Access for WriteAt<T, I> {
+    type Slices<'a> = &'a mut [T];
+    type Row<'a> = &'a mut T;
+    type Ptrs = SendPtr<Frame>;
+
+    fn uses(&self, out: &mut Vec<FieldUse>) {
+        out.push(FieldUse { field: self.0.0.untyped(), write: true, cold: false });
+    }
+    #[inline(always)]
+    fn resolve(&self, _: &ColumnTable<'_>, frame: &Frame) -> Self::Ptrs {
+        SendPtr((frame as *const Frame).cast_mut())
+    }
+    #[inline(always)]
+    unsafe fn slices<'a>(p: Self::Ptrs, start: usize, len: usize) -> &'a mut [T] {
+        // SAFETY: as for `ReadAt`, and the caller guarantees no other
+        // reference overlaps the range while this one lives (as `Write`).
+        unsafe { std::slice::from_raw_parts_mut(Frame::cell::<T, I>(p, start), len) }
+    }
+    #[inline(always)]
+    unsafe fn row<'a>(p: Self::Ptrs, row: usize) -> &'a mut T {
+        // SAFETY: as in `slices`, for one in-bounds row.
+        unsafe { &mut *Frame::cell::<T, I>(p, row) }
+    }
+}
+
 mod sealed {
     pub trait Sealed {}
 }
@@ -128,15 +275,18 @@ pub trait Access: sealed::Sealed + Send + Sync + 'static {
     /// Appends the declared fields to `out`.
     fn uses(&self, out: &mut Vec<FieldUse>);
 
-    /// Resolves the declaration against a run's column table.
+    /// Resolves the declaration against a run's column table; `frame` is
+    /// the caller's copy of the table's first hot pointers, which must
+    /// outlive every use of the result.
     #[doc(hidden)]
-    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs;
+    fn resolve(&self, table: &ColumnTable<'_>, frame: &Frame) -> Self::Ptrs;
 
     /// The slices of rows `start .. start + len`.
     ///
     /// # Safety
-    /// `ptrs` comes from `resolve` on the table of the batch being run; the
-    /// range lies inside the batch; for the slices' lifetime no other
+    /// `ptrs` comes from `resolve` on the table of the batch being run, and
+    /// the frame `resolve` was given is still alive; the range lies inside
+    /// the batch; for the slices' lifetime no other
     /// reference overlaps the written rows or reads written ones, and cold
     /// tables written here are not touched by anyone else. The pipeline's
     /// validation (no field declared twice with a write) makes the slices of
@@ -234,7 +384,7 @@ impl<T: Pod + Send + Sync> Access for Read<T> {
     fn uses(&self, out: &mut Vec<FieldUse>) {
         out.push(FieldUse { field: self.0.untyped(), write: false, cold: false });
     }
-    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+    fn resolve(&self, table: &ColumnTable<'_>, _: &Frame) -> Self::Ptrs {
         SendPtr(table.hot_ptr(self.0.untyped()))
     }
     unsafe fn slices<'a>(p: Self::Ptrs, start: usize, len: usize) -> &'a [T] {
@@ -258,7 +408,7 @@ impl<T: Pod + Send + Sync> Access for Write<T> {
     fn uses(&self, out: &mut Vec<FieldUse>) {
         out.push(FieldUse { field: self.0.untyped(), write: true, cold: false });
     }
-    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+    fn resolve(&self, table: &ColumnTable<'_>, _: &Frame) -> Self::Ptrs {
         SendPtr(table.hot_ptr(self.0.untyped()))
     }
     unsafe fn slices<'a>(p: Self::Ptrs, start: usize, len: usize) -> &'a mut [T] {
@@ -281,7 +431,7 @@ impl<T: Send + Sync + 'static> Access for ReadCold<T> {
     fn uses(&self, out: &mut Vec<FieldUse>) {
         out.push(FieldUse { field: self.0.untyped(), write: false, cold: true });
     }
-    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+    fn resolve(&self, table: &ColumnTable<'_>, _: &Frame) -> Self::Ptrs {
         let store = table.cold_ptr(self.0.untyped());
         (SendPtr(store.cast::<ColdColumn<T>>()), PhantomData)
     }
@@ -306,7 +456,7 @@ impl<T: Send + Sync + 'static> Access for WriteCold<T> {
     fn uses(&self, out: &mut Vec<FieldUse>) {
         out.push(FieldUse { field: self.0.untyped(), write: true, cold: true });
     }
-    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
+    fn resolve(&self, table: &ColumnTable<'_>, _: &Frame) -> Self::Ptrs {
         let store = table.cold_ptr(self.0.untyped());
         (SendPtr(store.cast::<ColdColumn<T>>()), PhantomData)
     }
@@ -327,7 +477,7 @@ impl Access for () {
     type Row<'a> = ();
     type Ptrs = ();
     fn uses(&self, _: &mut Vec<FieldUse>) {}
-    fn resolve(&self, _: &ColumnTable<'_>) {}
+    fn resolve(&self, _: &ColumnTable<'_>, _: &Frame) {}
     unsafe fn slices<'a>(_: (), _: usize, _: usize) -> Self::Slices<'a> {}
     unsafe fn row<'a>(_: (), _: usize) -> Self::Row<'a> {}
 }
@@ -344,8 +494,8 @@ macro_rules! tuple_access {
                 $(self.$idx.uses(out);)+
             }
             #[inline(always)]
-            fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
-                ($(self.$idx.resolve(table),)+)
+            fn resolve(&self, table: &ColumnTable<'_>, frame: &Frame) -> Self::Ptrs {
+                ($(self.$idx.resolve(table, frame),)+)
             }
             #[inline(always)]
             unsafe fn slices<'a>(p: Self::Ptrs, start: usize, len: usize) -> Self::Slices<'a> {

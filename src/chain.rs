@@ -41,7 +41,7 @@ use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::access::{Access, ColumnTable, SendPtr};
+use crate::access::{Access, ColumnTable, Frame, SendPtr};
 use crate::control::{RowCtl, RowState};
 use crate::error::StageError;
 use crate::report::SlotStats;
@@ -89,7 +89,7 @@ pub trait Half: Send + Sync + 'static {
     #[doc(hidden)]
     fn meta(&self) -> Option<StageMeta>;
     #[doc(hidden)]
-    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs;
+    fn resolve(&self, table: &ColumnTable<'_>, frame: &Frame) -> Self::Ptrs;
     #[doc(hidden)]
     fn local(&self) -> Self::Local;
     #[doc(hidden)]
@@ -111,7 +111,7 @@ impl Half for Nothing {
     fn meta(&self) -> Option<StageMeta> {
         None
     }
-    fn resolve(&self, _: &ColumnTable<'_>) {}
+    fn resolve(&self, _: &ColumnTable<'_>, _: &Frame) {}
     fn local(&self) {}
     fn enter<'a>(&'a self, _: &'a mut ()) {}
     #[inline(always)]
@@ -127,8 +127,8 @@ impl<S: RowStage> Half for S {
         Some(RowStage::meta(self))
     }
     #[inline(always)]
-    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
-        self.access().resolve(table)
+    fn resolve(&self, table: &ColumnTable<'_>, frame: &Frame) -> Self::Ptrs {
+        self.access().resolve(table, frame)
     }
     fn local(&self) -> Self::Local {
         self.policy().local()
@@ -207,7 +207,7 @@ pub trait Layers: Send + Sync + 'static {
     #[doc(hidden)]
     fn metas(&self, out: &mut Vec<[Option<StageMeta>; 2]>);
     #[doc(hidden)]
-    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs;
+    fn resolve(&self, table: &ColumnTable<'_>, frame: &Frame) -> Self::Ptrs;
     #[doc(hidden)]
     fn locals(&self) -> Self::Locals;
     #[doc(hidden)]
@@ -246,7 +246,7 @@ impl Layers for End {
     type Locals = ();
     type Guards<'a> = ();
     fn metas(&self, _: &mut Vec<[Option<StageMeta>; 2]>) {}
-    fn resolve(&self, _: &ColumnTable<'_>) {}
+    fn resolve(&self, _: &ColumnTable<'_>, _: &Frame) {}
     fn locals(&self) {}
     fn enter<'a>(&'a self, _: &'a mut ()) {}
     #[inline(always)]
@@ -298,8 +298,12 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         self.1.metas(out);
     }
     #[inline(always)]
-    fn resolve(&self, table: &ColumnTable<'_>) -> Self::Ptrs {
-        (self.0.before.resolve(table), self.0.after.resolve(table), self.1.resolve(table))
+    fn resolve(&self, table: &ColumnTable<'_>, frame: &Frame) -> Self::Ptrs {
+        (
+            self.0.before.resolve(table, frame),
+            self.0.after.resolve(table, frame),
+            self.1.resolve(table, frame),
+        )
     }
     fn locals(&self) -> Self::Locals {
         (self.0.before.local(), self.0.after.local(), self.1.locals())
@@ -526,7 +530,9 @@ impl<L: Layers> Chain<L> {
         env: &mut RowEnv<'_>,
         plan: RowPlan,
     ) {
-        let ptrs = self.layers.resolve(table);
+        // Outlives `ptrs`: pinned accesses point into it.
+        let frame = Frame::of(table);
+        let ptrs = self.layers.resolve(table, &frame);
         let mut guards = self.layers.enter(locals);
         let states = table.states;
         match walk {

@@ -353,9 +353,11 @@ impl<S: AsyncStage> AsyncStep for Fetch<S> {
         start: usize,
         rows: AsyncRows<'a>,
     ) -> BoxFuture<'a, AsyncResult> {
-        let ptrs = self.stage.access().resolve(table);
+        let frame = crate::access::Frame::of(table);
+        let ptrs = self.stage.access().resolve(table, &frame);
         // SAFETY: forwarded from the caller's contract; validation keeps the
-        // stage's written fields disjoint from its other fields.
+        // stage's written fields disjoint from its other fields; `frame` is
+        // alive while the slices are made.
         let cols = unsafe { S::Access::slices(ptrs, start, rows.len()) };
         self.stage.call_boxed(cols, rows)
     }

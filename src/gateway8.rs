@@ -474,8 +474,83 @@ fn fill_column<T>(column: &mut [T], values: impl Iterator<Item = T>) {
 pub enum Composition {
     /// One static chain: every stage fused into one loop body.
     Static,
+    /// The same static chain over [pinned](crate::Field::pin) fields, so
+    /// stages that share a field share its column pointer in the loop.
+    Pinned,
     /// Each stage registered on its own: one pass per stage per chunk.
     Boxed,
+}
+
+/// Defines the eight stages over the given accesses (runtime or pinned
+/// handles) and registers them, as one static chain when `$fused`, else
+/// one by one: one definition for every [`Composition`].
+macro_rules! register {
+    ($builder:expr, $fused:expr, $now:expr, $uid:expr, $tok:expr, $route:expr, $pay:expr, $ts:expr,
+     $cost_r:expr, $cost_w:expr, $score_w:expr, $lat_r:expr, $lat_w:expr) => {{
+        let now = $now;
+        let metrics = stage::reduction(
+            "metrics",
+            ($route, $lat_r),
+            Metrics::default(),
+            |m: &mut Metrics, (route, lat): (&u16, &u64), ctl: &mut RowCtl| {
+                m.record(ctl.status(), *route, *lat)
+            },
+            |total: &mut Metrics, part: &Metrics| total.merge(part),
+        );
+        let timing =
+            stage::parallel("timing", ($ts, $lat_w), move |(ts, lat): (&u64, &mut u64), _: &mut RowCtl| {
+                *lat = now - *ts;
+            });
+        let auth = stage::parallel("auth", ($uid, $tok), |(u, t): (&u64, &u64), ctl: &mut RowCtl| {
+            if !auth_ok(*u, *t) {
+                ctl.reject(401);
+            }
+        })
+        .rejects();
+        let validate = stage::parallel("validate", $pay, |len: &u32, ctl: &mut RowCtl| {
+            if !payload_ok(*len) {
+                ctl.reject(413);
+            }
+        })
+        .rejects();
+        let route =
+            stage::parallel("route", ($route, $cost_w), |(r, c): (&u16, &mut u32), _: &mut RowCtl| {
+                *c = route_cost(*r);
+            });
+        let enrich = stage::parallel(
+            "enrich",
+            ($uid, $route, $cost_r, $score_w),
+            |(u, r, c, s): (&u64, &u16, &u32, &mut f32), _: &mut RowCtl| *s = enrich_score(*u, *r, *c),
+        );
+        let quota = stage::sequential(
+            "quota",
+            ($route, $cost_r),
+            [0u64; ROUTES],
+            |used: &mut [u64; ROUTES], (r, c): (&u16, &u32), ctl: &mut RowCtl| {
+                if !quota_ok(used, *r, *c) {
+                    ctl.reject(429);
+                }
+            },
+        )
+        .rejects();
+        let handler = stage::parallel("handler", (), |_: (), ctl: &mut RowCtl| ctl.respond(200));
+        let (quota_state, metrics_total) = (quota.state(), metrics.total());
+        let builder = if $fused {
+            $builder.chain(crate::chain![
+                after(metrics),
+                after(timing),
+                before(auth),
+                before(validate),
+                before(route),
+                before(enrich),
+                before(quota),
+                before(handler),
+            ])
+        } else {
+            boxed($builder, metrics, timing, auth, validate, route, enrich, quota, handler)
+        };
+        (builder, quota_state, metrics_total)
+    }};
 }
 
 /// gateway-8 built with mware: the pipeline and handles on its state.
@@ -499,78 +574,42 @@ impl GatewayPipeline {
         configure: impl FnOnce(PipelineBuilder) -> PipelineBuilder,
     ) -> crate::Result<GatewayPipeline> {
         let now = now_ns(total_rows);
-        let metrics = stage::reduction(
-            "metrics",
-            (Read(f.route), Read(f.latency_ns)),
-            Metrics::default(),
-            |m: &mut Metrics, (route, lat): (&u16, &u64), ctl: &mut RowCtl| {
-                m.record(ctl.status(), *route, *lat)
-            },
-            |total: &mut Metrics, part: &Metrics| total.merge(part),
-        );
-        let timing = stage::parallel(
-            "timing",
-            (Read(f.ts_ns), Write(f.latency_ns)),
-            move |(ts, lat): (&u64, &mut u64), _: &mut RowCtl| {
-                *lat = now - *ts;
-            },
-        );
-        let auth = stage::parallel(
-            "auth",
-            (Read(f.user_id), Read(f.token)),
-            |(u, t): (&u64, &u64), ctl: &mut RowCtl| {
-                if !auth_ok(*u, *t) {
-                    ctl.reject(401);
-                }
-            },
-        )
-        .rejects();
-        let validate = stage::parallel("validate", Read(f.payload_len), |len: &u32, ctl: &mut RowCtl| {
-            if !payload_ok(*len) {
-                ctl.reject(413);
-            }
-        })
-        .rejects();
-        let route = stage::parallel(
-            "route",
-            (Read(f.route), Write(f.cost)),
-            |(r, c): (&u16, &mut u32), _: &mut RowCtl| {
-                *c = route_cost(*r);
-            },
-        );
-        let enrich = stage::parallel(
-            "enrich",
-            (Read(f.user_id), Read(f.route), Read(f.cost), Write(f.score)),
-            |(u, r, c, s): (&u64, &u16, &u32, &mut f32), _: &mut RowCtl| *s = enrich_score(*u, *r, *c),
-        );
-        let quota = stage::sequential(
-            "quota",
-            (Read(f.route), Read(f.cost)),
-            [0u64; ROUTES],
-            |used: &mut [u64; ROUTES], (r, c): (&u16, &u32), ctl: &mut RowCtl| {
-                if !quota_ok(used, *r, *c) {
-                    ctl.reject(429);
-                }
-            },
-        )
-        .rejects();
-        let handler = stage::parallel("handler", (), |_: (), ctl: &mut RowCtl| ctl.respond(200));
-        let (quota_state, metrics_total) = (quota.state(), metrics.total());
         let builder = configure(Pipeline::builder(schema));
-        let builder = match composition {
-            Composition::Static => builder.chain(crate::chain![
-                after(metrics),
-                after(timing),
-                before(auth),
-                before(validate),
-                before(route),
-                before(enrich),
-                before(quota),
-                before(handler),
-            ]),
-            Composition::Boxed => {
-                boxed(builder, metrics, timing, auth, validate, route, enrich, quota, handler)
+        let (builder, quota_state, metrics_total) = match composition {
+            Composition::Pinned => {
+                // Positions as declared in `Fields::schema_with`.
+                let (cost, lat) = (f.cost.pin::<5>()?, f.latency_ns.pin::<7>()?);
+                register!(
+                    builder,
+                    true,
+                    now,
+                    ReadAt(f.user_id.pin::<0>()?),
+                    ReadAt(f.token.pin::<1>()?),
+                    ReadAt(f.route.pin::<2>()?),
+                    ReadAt(f.payload_len.pin::<3>()?),
+                    ReadAt(f.ts_ns.pin::<4>()?),
+                    ReadAt(cost),
+                    WriteAt(cost),
+                    WriteAt(f.score.pin::<6>()?),
+                    ReadAt(lat),
+                    WriteAt(lat)
+                )
             }
+            c => register!(
+                builder,
+                c == Composition::Static,
+                now,
+                Read(f.user_id),
+                Read(f.token),
+                Read(f.route),
+                Read(f.payload_len),
+                Read(f.ts_ns),
+                Read(f.cost),
+                Write(f.cost),
+                Write(f.score),
+                Read(f.latency_ns),
+                Write(f.latency_ns)
+            ),
         };
         Ok(GatewayPipeline { pipeline: builder.build()?, quota: quota_state, metrics: metrics_total })
     }

@@ -79,7 +79,8 @@ mod turns;
 mod unit;
 
 pub use access::{
-    Access, ColdCell, ColdRead, ColdWrite, FieldUse, Read, ReadCold, RowOf, SlicesOf, Write, WriteCold,
+    Access, ColdCell, ColdRead, ColdWrite, FRAME_FIELDS, FieldUse, Pinned, Read, ReadAt, ReadCold, RowOf,
+    SlicesOf, Write, WriteAt, WriteCold,
 };
 pub use batch::{Batch, RowWriter};
 pub use column::{COLUMN_ALIGN, ColdColumn, SharedColumn};
@@ -98,8 +99,8 @@ pub mod prelude {
     pub use crate::stage::{AsyncRows, AsyncStage};
     pub use crate::stream::StreamRunner;
     pub use crate::{
-        Batch, Field, Kind, Outcome, Pipeline, Read, ReadCold, RowCtl, Rows, Schema, SchemaBuilder,
-        Selection, Write, WriteCold,
+        Batch, Field, Kind, Outcome, Pipeline, Read, ReadAt, ReadCold, RowCtl, Rows, Schema, SchemaBuilder,
+        Selection, Write, WriteAt, WriteCold,
     };
 }
 

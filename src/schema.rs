@@ -51,6 +51,35 @@ impl<T> Field<T> {
         self.index as usize
     }
 
+    /// This handle with its position `I` in the type, for [`ReadAt`] and
+    /// [`WriteAt`]: in a static chain, stages that share a pinned field
+    /// share its column pointer (see [`Pinned`]). Fails unless `I` is the
+    /// field's position and below [`FRAME_FIELDS`].
+    ///
+    /// ```
+    /// let mut s = mware::SchemaBuilder::new();
+    /// let a = s.hot::<u32>("a");
+    /// let b = s.hot::<u64>("b");
+    /// assert!(b.pin::<1>().is_ok());
+    /// assert!(a.pin::<1>().is_err()); // `a` is at position 0
+    /// ```
+    ///
+    /// [`ReadAt`]: crate::ReadAt
+    /// [`WriteAt`]: crate::WriteAt
+    /// [`Pinned`]: crate::Pinned
+    /// [`FRAME_FIELDS`]: crate::FRAME_FIELDS
+    pub fn pin<const I: usize>(self) -> crate::Result<crate::Pinned<T, I>> {
+        if self.index as usize == I && I < crate::FRAME_FIELDS {
+            Ok(crate::Pinned(self))
+        } else {
+            Err(crate::Error::Config(format!(
+                "cannot pin the field at position {} as position {I} (pinned positions are below {})",
+                self.index,
+                crate::FRAME_FIELDS
+            )))
+        }
+    }
+
     pub(crate) fn untyped(self) -> FieldId {
         FieldId { schema: self.schema, index: self.index }
     }

@@ -280,8 +280,9 @@ impl<S: ChunkStage> ChunkStep for S {
         let mut stops = SlotStats::default();
         let (start, len, table, arena) = (run.start, run.len, run.table, run.arena);
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let ptrs = self.access().resolve(table);
-            // SAFETY: see above.
+            let frame = crate::access::Frame::of(table);
+            let ptrs = self.access().resolve(table, &frame);
+            // SAFETY: see above; `frame` is alive while the slices are made.
             let cols = unsafe { S::Access::slices(ptrs, start, len) };
             let mut guard = self.policy().enter(local);
             let mut rows = Rows {

@@ -129,7 +129,7 @@ fn steady_state_runs_allocate_nothing() {
     // One thread: nothing at all, at every batch size, static and boxed,
     // with the default chunk size and with many small chunks.
     const RUNS: u64 = 16;
-    for composition in [Composition::Static, Composition::Boxed] {
+    for composition in [Composition::Static, Composition::Pinned, Composition::Boxed] {
         for rows in [1, 7, 4096, 65_536] {
             for chunk_rows in [None, Some(64)] {
                 let gw = gateway(&f, &schema, composition, rows, RUNS, |b| {
@@ -166,7 +166,7 @@ fn steady_state_runs_allocate_nothing() {
     // window. Run a job on every pool thread first.
     rayon::broadcast(|_| ());
     let bound = RUNS2.div_ceil(63) as usize + 1;
-    for composition in [Composition::Static, Composition::Boxed] {
+    for composition in [Composition::Static, Composition::Pinned, Composition::Boxed] {
         let mut per_size = Vec::new();
         for rows in [1024, 16_384] {
             let gw = gateway(&f, &schema, composition, rows, RUNS2, |b| {

@@ -113,7 +113,7 @@ fn the_executor_equals_the_hand_loop() {
                 assert!(want.status.contains(&429), "the preloaded quota is reached");
             }
             assert!(want.status.contains(&401) && want.status.contains(&200));
-            for composition in [Composition::Static, Composition::Boxed] {
+            for composition in [Composition::Static, Composition::Pinned, Composition::Boxed] {
                 let what = |t: &str| format!("{total} rows in batches of {batch}, {composition:?}, {t}");
                 let got = executor(total, batch, composition, used, |b| b.threads(1));
                 assert_same(&got, &want, &what("1 thread"));
@@ -132,7 +132,7 @@ fn the_executor_equals_the_hand_loop() {
 }
 
 /// The full run of WORKLOAD.md: 1,048,576 rows, seed 42, in batches of
-/// 4,096, 65,536 and 1,048,576 rows, static and boxed, on one and two
+/// 4,096, 65,536 and 1,048,576 rows, static, pinned and boxed, on one and two
 /// threads. (The hand loop itself is checked against the vector too.)
 #[test]
 fn the_full_run_gives_the_test_vector() {
@@ -143,7 +143,7 @@ fn the_full_run_gives_the_test_vector() {
     assert_eq!(Checksum::of_columns(&c, &g).to_string(), TEST_VECTOR, "the hand loop");
 
     let (schema, f) = Fields::schema();
-    for composition in [Composition::Static, Composition::Boxed] {
+    for composition in [Composition::Static, Composition::Pinned, Composition::Boxed] {
         for threads in [1, 2] {
             for batch_rows in [4096, 65_536, 1 << 20] {
                 let gw =

@@ -1,6 +1,6 @@
 //! A small suite that walks every unsafe path (column pointers, fused rows,
 //! unwind traps, chunk slices, cold tables, shared columns, parallel
-//! workers) on tiny batches, so it runs under Miri:
+//! workers, pinned fields) on tiny batches, so it runs under Miri:
 //! `cargo +nightly miri test --test miri_core`.
 
 use std::sync::Arc;
@@ -54,13 +54,15 @@ fn pipeline(schema: &Schema, f: &Fields, threads: usize) -> Pipeline {
             panic!("seven");
         }
     });
+    // Pinned accesses (the fused loop's shared frame) beside runtime ones.
+    let (b, out) = (f.b.pin::<1>().unwrap(), f.out.pin::<2>().unwrap());
     let double =
-        stage::parallel("double", (Read(f.b), Write(f.out)), |(b, out): (&u64, &mut u64), c: &mut RowCtl| {
+        stage::parallel("double", (ReadAt(b), WriteAt(out)), |(b, out): (&u64, &mut u64), c: &mut RowCtl| {
             *out = *b * 2;
             c.respond(200);
         });
     let seq = stage::sequential("seq", Read(f.a), 0u32, |n: &mut u32, _: &u32, _: &mut RowCtl| *n += 1);
-    let bump = stage::parallel_chunks("bump", Write(f.out), |out: &mut [u64], rows: &mut Rows<'_>| {
+    let bump = stage::parallel_chunks("bump", WriteAt(out), |out: &mut [u64], rows: &mut Rows<'_>| {
         rows.for_each(|i| out[i] += 1);
     });
     let names = stage::parallel("names", ReadCold(f.note), |n: Option<&String>, c: &mut RowCtl| {

@@ -327,3 +327,46 @@ fn reading_a_field_no_stage_writes_is_allowed() {
     assert_eq!(batch.column(s.c).unwrap(), &[3, 0]);
     assert_eq!(batch.column(s.b).unwrap(), &[2, 0]);
 }
+
+/// Pinned handles go through the same checks as runtime ones, and a pin
+/// that does not match the field's position is refused when made.
+#[test]
+fn pinned_fields_are_checked_like_runtime_ones() {
+    let s = schema();
+    let e = s.b.pin::<0>().unwrap_err();
+    assert!(matches!(e, Error::Config(_)), "{e:?}");
+    assert_names(&e, &["position 1", "position 0"]);
+    let mut wide = SchemaBuilder::new();
+    let fields: Vec<Field<u8>> = (0..=mware::FRAME_FIELDS).map(|i| wide.hot(&format!("f{i}"))).collect();
+    let e = fields[mware::FRAME_FIELDS].pin::<{ mware::FRAME_FIELDS }>().unwrap_err();
+    assert_names(&e, &[&format!("below {}", mware::FRAME_FIELDS)]);
+
+    // Foreign: a pinned handle of another schema at the same position.
+    let other = schema();
+    let (a, c) = (s.a.pin::<0>().unwrap(), other.c.pin::<2>().unwrap());
+    let st =
+        stage::parallel("pinned-stranger", (ReadAt(a), WriteAt(c)), |_: (&u32, &mut u64), _: &mut RowCtl| {});
+    let e = build_err(Pipeline::builder(&s.schema).chain(chain![chain::before(st)]));
+    assert_eq!(e, Error::ForeignField { stage: "pinned-stranger".into(), field: 2 });
+
+    // Aliased: a pinned write beside a runtime read of the same field.
+    let st =
+        stage::parallel("pinned-alias", (Read(s.a), WriteAt(a)), |_: (&u32, &mut u32), _: &mut RowCtl| {});
+    let e = build_err(Pipeline::builder(&s.schema).before(st));
+    assert_names(&e, &["pinned-alias", "alpha"]);
+
+    // A cold Pod field pinned and read as hot.
+    let mut sb = SchemaBuilder::new();
+    let cold = sb.cold::<u32>("cold_one").pin::<0>().unwrap();
+    let schema = sb.build().unwrap();
+    let st = stage::parallel_chunks("pinned-hot-reader", ReadAt(cold), |_: &[u32], _: &mut Rows<'_>| {});
+    let e = build_err(Pipeline::builder(&schema).after(st));
+    assert_eq!(
+        e,
+        Error::StorageMismatch {
+            stage: "pinned-hot-reader".into(),
+            field: "cold_one".into(),
+            expected: "hot"
+        }
+    );
+}

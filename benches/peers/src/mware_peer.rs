@@ -106,6 +106,7 @@ impl Peer for MwarePeer {
         };
         let comp = match self.composition {
             Composition::Static => "static",
+            Composition::Pinned => "pinned",
             Composition::Boxed => "boxed",
         };
         format!("mware, {threads}, {comp}")
