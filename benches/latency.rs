@@ -5,7 +5,7 @@
 //!
 //! After criterion's group it prints a *paired* comparison that stays
 //! readable on a busy machine: rounds of 100,000 requests alternate between
-//! the three variants, and the medians of ns per request and of the
+//! the four variants, and the medians of ns per request and of the
 //! per-round ratios to the hand loop are reported
 //! (`cargo bench --bench latency -- paired` runs only that).
 
@@ -29,8 +29,11 @@ fn bench(c: &mut Criterion) {
             hand_fused(std::hint::black_box(&mut cols), &mut g);
         })
     });
-    for (name, comp) in [("mware_static_1row", Composition::Static), ("mware_boxed_1row", Composition::Boxed)]
-    {
+    for (name, comp) in [
+        ("mware_static_1row", Composition::Static),
+        ("mware_pinned_1row", Composition::Pinned),
+        ("mware_boxed_1row", Composition::Boxed),
+    ] {
         let gw = GatewayPipeline::build(&fields, &schema, 1 << 20, comp, |b| b.threads(1)).unwrap();
         let mut batch = Batch::new(&schema);
         fields.fill(&mut batch, 42, 7, 1).unwrap();
@@ -44,7 +47,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Hand loop, static chain and boxed stages on one row, alternating in
+/// Hand loop, static chain (runtime and pinned fields) and boxed stages on one row, alternating in
 /// rounds; prints median ns per request and per-round ratios to the hand
 /// loop.
 fn paired(rounds: usize) {
@@ -52,7 +55,7 @@ fn paired(rounds: usize) {
     let (schema, fields) = Fields::schema();
     let mut cols = Columns::generate(42, 7, 1);
     let mut g = Gateway::new(1 << 20);
-    let pipelines = [Composition::Static, Composition::Boxed]
+    let pipelines = [Composition::Static, Composition::Pinned, Composition::Boxed]
         .map(|c| GatewayPipeline::build(&fields, &schema, 1 << 20, c, |b| b.threads(1)).unwrap());
     let mut batch = Batch::new(&schema);
     fields.fill(&mut batch, 42, 7, 1).unwrap();
@@ -69,10 +72,11 @@ fn paired(rounds: usize) {
         }
         t.elapsed().as_nanos() as f64 / f64::from(REQUESTS)
     };
-    let mut t: [Vec<f64>; 3] = Default::default();
+    const NAMES: [&str; 4] = ["hand_fused", "mware_static", "mware_pinned", "mware_boxed"];
+    let mut t: [Vec<f64>; NAMES.len()] = Default::default();
     for r in 0..=rounds {
-        for k in 0..3 {
-            let v = (k + r) % 3;
+        for k in 0..NAMES.len() {
+            let v = (k + r) % NAMES.len();
             let ns = request(v);
             // Round 0 warms up.
             if r > 0 {
@@ -80,16 +84,16 @@ fn paired(rounds: usize) {
             }
         }
     }
-    let ratio = |v: usize| median(t[v].iter().zip(&t[0]).map(|(x, y)| x / y).collect());
-    println!(
-        "paired, {rounds} rounds of {REQUESTS} one-row requests (ns per request, ratio to the hand loop): \
-         hand_fused {:.1}  mware_static {:.1} ({:.1}x)  mware_boxed {:.1} ({:.1}x)",
-        median(t[0].clone()),
-        median(t[1].clone()),
-        ratio(1),
-        median(t[2].clone()),
-        ratio(2),
+    let mut line = format!(
+        "paired, {rounds} rounds of {REQUESTS} one-row requests (ns per request, ratio to the hand loop): {} {:.1}",
+        NAMES[0],
+        median(t[0].clone())
     );
+    for v in 1..NAMES.len() {
+        let ratio = median(t[v].iter().zip(&t[0]).map(|(x, y)| x / y).collect());
+        line += &format!("  {} {:.1} ({ratio:.1}x)", NAMES[v], median(t[v].clone()));
+    }
+    println!("{line}");
 }
 
 criterion_group!(benches, bench);
