@@ -160,7 +160,6 @@ pub struct RowEnv<'r> {
 #[derive(Clone, Copy)]
 pub struct RowPlan {
     base: u16,
-    layers: usize,
     lo: usize,
     hi: usize,
     /// Bit `s` set when slot `s` runs (chains of up to 64 layers): one test
@@ -169,17 +168,22 @@ pub struct RowPlan {
 }
 
 impl RowPlan {
-    fn new(base: u16, layers: usize, slots: Range<usize>) -> RowPlan {
+    fn new(base: u16, slots: Range<usize>) -> RowPlan {
         // Bits `0..n`, computed rather than looped: this runs once per chunk,
         // and for one-row batches a loop over the slots showed in profiles.
         let below = |n: usize| if n >= 128 { u128::MAX } else { (1u128 << n) - 1 };
         let mask = below(slots.end) & !below(slots.start);
-        RowPlan { base, layers, lo: slots.start, hi: slots.end, mask }
+        RowPlan { base, lo: slots.start, hi: slots.end, mask }
     }
 
+    /// Whether `slot` of a chain of `layers` runs. Both are constants once
+    /// the chain is inlined, so this is one bit test: the number of layers
+    /// must not come from the plan, or the choice between mask and range
+    /// and every after-stage's slot are worked out per row (that cost a cut
+    /// chain twice the time of the uncut one).
     #[inline(always)]
-    fn has(self, slot: usize) -> bool {
-        if self.layers <= 64 { self.mask & (1 << slot) != 0 } else { self.lo <= slot && slot < self.hi }
+    fn has(self, slot: usize, layers: usize) -> bool {
+        if layers <= 64 { self.mask & (1 << slot) != 0 } else { self.lo <= slot && slot < self.hi }
     }
 }
 
@@ -324,9 +328,12 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         shielded: bool,
     ) {
         let depth = plan.base + level as u16;
+        // `level` counts the layers outside this one, so with the layers
+        // from here in, it gives the chain's length as a constant.
+        let layers = level + Self::LEN;
         let before_slot = level;
-        let after_slot = 2 * plan.layers - 1 - level;
-        if B::PRESENT && (FULL || plan.has(before_slot)) && ctl.state.is_live() {
+        let after_slot = 2 * layers - 1 - level;
+        if B::PRESENT && (FULL || plan.has(before_slot, layers)) && ctl.state.is_live() {
             // SAFETY: forwarded from the caller's contract.
             unsafe { step::<B>(&self.0.before, p.0, &mut g.0, env, ctl, depth, before_slot) };
         }
@@ -337,7 +344,7 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         // row live when the walk started can only have been stopped since
         // by inner layers' stages, deeper than `depth`: this after sees it.
         let sees = (FRESH && shielded) || ctl.state.reaches_after(depth);
-        if A::PRESENT && (FULL || plan.has(after_slot)) && sees {
+        if A::PRESENT && (FULL || plan.has(after_slot, layers)) && sees {
             // SAFETY: forwarded from the caller's contract.
             unsafe { step::<A>(&self.0.after, p.1, &mut g.1, env, ctl, depth, after_slot) };
         }
@@ -505,7 +512,7 @@ impl<L: Layers> Chain<L> {
         let full = slots.start <= self.present.start && slots.end >= self.present.end;
         let base = run.depth_base;
         let stats = run.stats.as_deref_mut().map_or(std::ptr::null_mut(), <[SlotStats]>::as_mut_ptr);
-        let plan = RowPlan::new(base, L::LEN, slots);
+        let plan = RowPlan::new(base, slots);
         let mut env = RowEnv { trap, stats, errors: &mut *run.errors, names };
         // SAFETY: forwarded from the caller's contract.
         unsafe {
