@@ -1,13 +1,17 @@
 //! gateway-8 (WORKLOAD.md) through an mware pipeline.
 //!
 //! ```text
-//! cargo run --release --example gateway -- [--rows N] [--batch N] [--threads N] [--seed S] [--repeat K] [--boxed]
-//!                                            [--profile [--profile-svg PATH]]
+//! cargo run --release --example gateway -- [--rows N] [--batch N] [--threads N] [--seed S] [--repeat K]
+//!                                            [--pinned | --boxed] [--profile [--profile-svg PATH]]
 //! ```
 //!
 //! Prints the workload's checksum line, then
 //! `throughput rows=N batch=B threads=T ns_per_row=X` (median over repeats,
 //! input generation excluded).
+//!
+//! The stages form one static chain over runtime field handles; `--pinned`
+//! uses pinned fields instead, `--boxed` registers the stages one by one
+//! (see `gateway8::Composition`).
 //!
 //! `--profile` turns per-stage profiling on (the throughput line then
 //! includes its cost: a clock read per fused group per chunk), prints the
@@ -22,8 +26,9 @@ use mware::gateway8::{Args, Checksum, Composition, Fields, GatewayPipeline, medi
 use mware::{Batch, RunReport};
 
 fn main() -> ExitCode {
-    let extra = " [--boxed] [--profile [--profile-svg PATH]]";
-    let args = match Args::parse(std::env::args().skip(1), &["--profile-svg"], &["--boxed", "--profile"]) {
+    let extra = " [--pinned | --boxed] [--profile [--profile-svg PATH]]";
+    let switches = ["--pinned", "--boxed", "--profile"];
+    let args = match Args::parse(std::env::args().skip(1), &["--profile-svg"], &switches) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("gateway: {e}\n{}", Args::usage("gateway", extra));
@@ -41,7 +46,12 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> mware::Result<()> {
     let (schema, fields) = Fields::schema();
-    let composition = if args.switch("--boxed") { Composition::Boxed } else { Composition::Static };
+    let composition = match (args.switch("--pinned"), args.switch("--boxed")) {
+        (true, true) => return Err(mware::Error::Config("--pinned and --boxed exclude each other".into())),
+        (true, false) => Composition::Pinned,
+        (false, true) => Composition::Boxed,
+        (false, false) => Composition::Static,
+    };
     let profile = args.switch("--profile") || args.option("--profile-svg").is_some();
     let gw = GatewayPipeline::build(&fields, &schema, args.rows, composition, |b| {
         b.threads(args.threads).profile(profile)
