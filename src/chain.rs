@@ -34,6 +34,10 @@
 //! Every stage of the chain is a generic type, so the compiler monomorphises
 //! and inlines the whole onion into one loop body per chunk: the Rust form of
 //! unrolling a decorator stack. The executor dispatches to it once per chunk.
+//! Stages that share a field share its column pointer in that loop when
+//! they declare it with [`ReadAt`](crate::ReadAt) /
+//! [`WriteAt`](crate::WriteAt) over a [`Pinned`](crate::Pinned) field
+//! (`gateway8`: 1.30-1.37x the hand loop instead of 1.38-1.42x).
 
 use std::any::Any;
 use std::cell::Cell;
