@@ -8,7 +8,10 @@
 //! readable on a busy machine: passes of every variant alternate in rounds
 //! (wall time: the variants use several threads), and the median of the
 //! per-round ratios is reported
-//! (`cargo bench --bench gateway8_parallel -- paired` runs only that).
+//! (`cargo bench --bench gateway8_parallel -- paired` runs only that). The
+//! paired report also runs gateway-8 on all threads with adaptive threads
+//! (`PipelineBuilder::adapt_threads`), which splits a run only where that
+//! measured faster.
 
 use std::time::{Duration, Instant};
 
@@ -124,23 +127,27 @@ fn paired(rounds: usize) {
     for batch in [65_536, ROWS] {
         let mut hand = hand_batches(batch);
         let mut batches = mware_batches(&fields, &schema, batch);
-        let gateway = [1, threads].map(|t| {
-            GatewayPipeline::build(&fields, &schema, ROWS as u64, Composition::Static, |b| b.threads(t))
-                .unwrap()
+        // One thread, all threads, all threads with adaptive threads.
+        let gateway = [(1, false), (threads, false), (threads, true)].map(|(t, adapt)| {
+            GatewayPipeline::build(&fields, &schema, ROWS as u64, Composition::Static, |b| {
+                b.threads(t).adapt_threads(adapt)
+            })
+            .unwrap()
         });
         let stateless = [1, threads].map(|t| stateless_chain(&fields, &schema, t, |b| b));
         let mut pass = |v: usize| {
             let d = match v {
                 0 => time_hand(1, &mut hand, hand_fused),
-                1 | 2 => time_mware(1, &gateway[v - 1], &fields, &mut batches),
-                _ => time_pipeline(&stateless[v - 3], &fields, &mut batches),
+                1..=3 => time_mware(1, &gateway[v - 1], &fields, &mut batches),
+                _ => time_pipeline(&stateless[v - 4], &fields, &mut batches),
             };
             d.as_nanos() as f64 / ROWS as f64
         };
-        let mut t: [Vec<f64>; 5] = Default::default();
+        const VARIANTS: usize = 6;
+        let mut t: [Vec<f64>; VARIANTS] = Default::default();
         for r in 0..=rounds {
-            for k in 0..5 {
-                let v = (k + r) % 5;
+            for k in 0..VARIANTS {
+                let v = (k + r) % VARIANTS;
                 let ns = pass(v);
                 // Round 0 warms up.
                 if r > 0 {
@@ -151,16 +158,18 @@ fn paired(rounds: usize) {
         let ratio = |a: usize, b: usize| median(t[a].iter().zip(&t[b]).map(|(x, y)| x / y).collect());
         let m = |v: usize| median(t[v].clone());
         println!(
-            "  {batch:>7}  hand_fused_1t {:.2}  gateway8 1t {:.2} {threads}t {:.2} ({:.2}x; {:.2}x the hand loop's time)  \
-             stateless 1t {:.2} {threads}t {:.2} ({:.2}x)",
+            "  {batch:>7}  hand_fused_1t {:.2}  gateway8 1t {:.2} {threads}t {:.2} ({:.2}x; {:.2}x the hand loop's time) \
+             adaptive {:.2} ({:.2}x)  stateless 1t {:.2} {threads}t {:.2} ({:.2}x)",
             m(0),
             m(1),
             m(2),
             ratio(1, 2),
             ratio(2, 0),
             m(3),
+            ratio(1, 3),
             m(4),
-            ratio(3, 4),
+            m(5),
+            ratio(4, 5),
         );
     }
 }

@@ -138,13 +138,19 @@ pub(crate) struct Run<'p, 'b> {
 
 impl<'p, 'b> Run<'p, 'b> {
     /// Prepares `batch`: picks the plan and the worker count, takes scratch.
-    pub(crate) fn start(p: &'p Pipeline, batch: &'b mut Batch, turn: Option<Turn<'p>>) -> Self {
+    /// `may_split: false` keeps the run on the calling thread.
+    pub(crate) fn start(
+        p: &'p Pipeline,
+        batch: &'b mut Batch,
+        turn: Option<Turn<'p>>,
+        may_split: bool,
+    ) -> Self {
         let prof = p.profiling.load(Ordering::Relaxed);
         // Reading the clock costs as much as a one-row run: only when profiling.
         let started = prof.then(Instant::now);
         let len = batch.len();
         let steps = p.serial.steps.len();
-        let workers = if turn.is_some() || len.saturating_mul(steps) < p.min_parallel_work {
+        let workers = if !may_split || turn.is_some() || len.saturating_mul(steps) < p.min_parallel_work {
             1
         } else {
             p.threads.workers().max(1).min(len.div_ceil(p.parallel.chunk_rows)).max(1)
@@ -306,18 +312,29 @@ pub(crate) struct Detached<'r> {
 /// Runs every segment of `batch` on the calling thread or the pipeline's
 /// pool.
 pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
-    let mut run = Run::start(p, batch, None);
+    // With adaptive threads, a run that may split asks the measurements
+    // whether to, and adds its own time to them.
+    let work = batch.len().saturating_mul(p.serial.steps.len());
+    let choice = p.adapt.as_ref().filter(|_| work >= p.min_parallel_work && p.threads.may_be_parallel());
+    let may_split = choice.is_none_or(|c| c.split(work, p.min_parallel_work));
+    let t = choice.map(|_| Instant::now());
+    let mut run = Run::start(p, batch, None, may_split);
     for s in 0..run.plan().segments.len() {
         run.run_segment(s);
     }
-    run.finish()
+    let report = run.finish();
+    if let (Some(c), Some(t)) = (choice, t) {
+        let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        c.record(work, p.min_parallel_work, report.threads > 1, report.rows, nanos);
+    }
+    report
 }
 
 /// Runs `batch` as run number `index` of a sequence sharing `turns`: on the
 /// calling thread, each ordered group entered only after run `index - 1`
 /// has left it. Runs of one sequence may go on different threads at once.
 pub(crate) fn run_in_turn(p: &Pipeline, batch: &mut Batch, turns: &Turns, index: u64) -> RunReport {
-    let mut run = Run::start(p, batch, Some(Turn { turns, index }));
+    let mut run = Run::start(p, batch, Some(Turn { turns, index }), false);
     // Should the run unwind outside any stage, later runs must not wait for
     // it forever: the guard passes every ordered group it still holds.
     let guard = PassOnUnwind { turns, index, plan: run.plan() };

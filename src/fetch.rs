@@ -523,7 +523,7 @@ fn async_step<'p>(
 /// turns without blocking the thread, so the segment then never blocks on
 /// them (see `crate::turns` for why this cannot deadlock).
 pub(crate) async fn drive<'p>(p: &'p Pipeline, batch: &mut Batch, turn: Option<Turn<'p>>) -> RunReport {
-    let mut run = Run::start(p, batch, turn);
+    let mut run = Run::start(p, batch, turn, true);
     let plan = run.plan();
     // Should this future be dropped part-way (cancelled, or unwound by a
     // panic outside any stage), later runs must not wait for it: the guard

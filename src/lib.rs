@@ -53,6 +53,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod access;
+mod adapt;
 #[cfg(feature = "async")]
 pub mod aio;
 #[cfg(feature = "arrow")]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::access::Access;
+use crate::adapt::ThreadChoice;
 use crate::batch::Batch;
 use crate::chain::{Chain, End, Layers, Then};
 use crate::control::MAX_DEPTH;
@@ -66,6 +67,7 @@ pub struct PipelineBuilder {
     threads: Threads,
     min_parallel_work: usize,
     profile: bool,
+    adapt: bool,
 }
 
 /// Rows × stages below which a run stays on the calling thread: on the
@@ -142,6 +144,42 @@ impl PipelineBuilder {
         self
     }
 
+    /// Lets each run that could split over the pool choose from measured
+    /// times whether to (default off). Runs are sorted into size classes
+    /// (doublings of rows × stages from `min_parallel_work` up); a class
+    /// times its first run on one thread and its second split, then takes
+    /// the way with the lower time per row and times the other again every
+    /// 32nd run. Results are the same either way; [`RunReport::threads`]
+    /// tells which ran. Worth it where splitting may not pay: a chain cut
+    /// at a sequential stage, threads that are not free cores.
+    ///
+    /// ```
+    /// # use mware::prelude::*;
+    /// # let mut s = SchemaBuilder::new();
+    /// # let x = s.hot::<u64>("x");
+    /// # let schema = s.build()?;
+    /// let pipeline = Pipeline::builder(&schema)
+    ///     .before(stage::parallel("inc", Write(x), |x: &mut u64, _: &mut RowCtl| *x += 1))
+    ///     .threads(2)
+    ///     .chunk_rows(1024)
+    ///     .min_parallel_work(0)
+    ///     .adapt_threads(true)
+    ///     .build()?;
+    /// let mut batch = Batch::new(&schema);
+    /// batch.resize(10_000);
+    /// let first = pipeline.run(&mut batch)?;
+    /// let second = pipeline.run(&mut batch)?;
+    /// assert_eq!((first.threads, second.threads), (1, 2)); // each way timed once
+    /// assert!(batch.column(x)?.iter().all(|&v| v == 2));
+    /// # Ok::<(), mware::Error>(())
+    /// ```
+    ///
+    /// [`RunReport::threads`]: crate::RunReport::threads
+    pub fn adapt_threads(mut self, on: bool) -> Self {
+        self.adapt = on;
+        self
+    }
+
     /// Starts with profiling on (see [`Pipeline::set_profiling`]).
     pub fn profile(mut self, on: bool) -> Self {
         self.profile = on;
@@ -212,6 +250,7 @@ impl PipelineBuilder {
             min_parallel_work: self.min_parallel_work,
             scratch: ScratchPool::default(),
             profiling: AtomicBool::new(self.profile),
+            adapt: self.adapt.then(ThreadChoice::default),
         })
     }
 }
@@ -254,6 +293,8 @@ pub struct Pipeline {
     pub(crate) min_parallel_work: usize,
     pub(crate) scratch: ScratchPool,
     pub(crate) profiling: AtomicBool,
+    /// Measured times behind the choice to split, with adaptive threads.
+    pub(crate) adapt: Option<ThreadChoice>,
     /// The first async stage, if any: `run` refuses the pipeline.
     pub(crate) async_stage: Option<Arc<str>>,
 }
@@ -274,6 +315,7 @@ impl Pipeline {
             threads: Threads::Global(None),
             min_parallel_work: DEFAULT_MIN_PARALLEL_WORK,
             profile: false,
+            adapt: false,
         }
     }
 

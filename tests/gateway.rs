@@ -126,6 +126,10 @@ fn the_executor_equals_the_hand_loop() {
                     b.threads(2).min_parallel_work(0).chunk_rows(64)
                 });
                 assert_same(&got, &want, &what("2 threads, chunks of 64"));
+                let got = executor(total, batch, composition, used, |b| {
+                    b.threads(2).min_parallel_work(0).chunk_rows(64).adapt_threads(true)
+                });
+                assert_same(&got, &want, &what("2 threads, chunks of 64, adaptive"));
             }
         }
     }
@@ -174,4 +178,37 @@ fn single_requests() {
     let want = hand(total, near_quota());
     let got = executor(total, 1, Composition::Static, near_quota(), |b| b.threads(0));
     assert_same(&got, &want, "batches of 1 on the default thread setting");
+}
+
+/// With adaptive threads a pipeline times runs both ways and keeps timing
+/// the slower one now and then; whichever way a run goes, the rows and
+/// the state carried across batches are those of one thread.
+#[test]
+fn adaptive_threads_try_both_ways_and_change_nothing() {
+    let (total, batch_rows) = (100 * 1024, 1024);
+    let want = hand(total, near_quota());
+    let (schema, f) = Fields::schema();
+    let gw = GatewayPipeline::build(&f, &schema, total as u64, Composition::Static, |b| {
+        b.threads(2).min_parallel_work(0).chunk_rows(128).adapt_threads(true)
+    })
+    .unwrap();
+    gw.quota.replace(near_quota());
+    let mut batch = Batch::with_capacity(&schema, batch_rows);
+    let mut sum = Checksum::default();
+    let mut threads = Vec::new();
+    for first in (0..total).step_by(batch_rows) {
+        f.fill(&mut batch, SEED, first as u64, batch_rows).unwrap();
+        threads.push(gw.pipeline.run(&mut batch).unwrap().threads);
+        f.add_to(&mut sum, &batch).unwrap();
+    }
+    sum.set_metrics(&gw.metrics.lock());
+    assert_eq!(sum, want.checksum);
+    assert_eq!(*gw.quota.lock(), want.used);
+    // One size class: its first run on one thread, its second split, and
+    // among the next 98 at least three retimes of the slower way.
+    assert_eq!(threads[..2], [1, 2]);
+    let (one, split) =
+        (threads.iter().filter(|&&t| t == 1).count(), threads.iter().filter(|&&t| t == 2).count());
+    assert_eq!(one + split, threads.len());
+    assert!(one >= 3 && split >= 3, "{threads:?}");
 }
