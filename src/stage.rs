@@ -160,9 +160,10 @@ impl<S: Send + 'static> Owned<S> {
     }
 }
 
-/// A sequential stage's state, locked on first use in a chunk: a fused group
-/// that holds the stage but does not run it (a parallel plan splits chains
-/// around sequential stages) never takes the lock.
+/// A sequential stage's state, locked for a chunk by the first walk that
+/// runs the stage: a fused group that holds the stage but does not run it
+/// (a parallel plan cuts chains before sequential stages) never takes the
+/// lock. A static chain takes it when its walk starts (see `chain.rs`).
 pub struct LazyLock<'a, S> {
     mutex: &'a Mutex<S>,
     guard: Option<MutexGuard<'a, S>>,
