@@ -118,6 +118,9 @@ impl RowState {
 
     #[inline(always)]
     pub(crate) fn rejected(depth: u16, status: u16) -> RowState {
+        // `& DEPTH` changes no valid depth, but lets the compiler prove the
+        // word non-zero (stopped): a fused loop then jumps from a reject past
+        // every later liveness test (7 % of gateway-8's static chain).
         RowState { status, stop: (depth & DEPTH) + 1 }
     }
 
