@@ -192,6 +192,73 @@ impl<T, const I: usize> std::fmt::Debug for Pinned<T, I> {
     }
 }
 
+/// Declares a struct of [`Pinned`] hot fields whose positions follow the
+/// order of declaration, and a `declare` function that adds them to a
+/// [`SchemaBuilder`](crate::SchemaBuilder) under their own names. Declare
+/// them before any other field (`declare` fails otherwise, naming the
+/// position it met).
+///
+/// ```
+/// use mware::prelude::*;
+///
+/// mware::pinned_fields! {
+///     /// The request columns every stage of the chain shares.
+///     pub struct Req {
+///         pub len: u32,
+///         pub cost: u64,
+///     }
+/// }
+///
+/// let mut s = SchemaBuilder::new();
+/// let f = Req::declare(&mut s)?;
+/// let note = s.cold::<String>("note"); // other fields after them
+/// let schema = s.build()?;
+///
+/// let price = stage::parallel("price", (ReadAt(f.len), WriteAt(f.cost)), |(len, cost): (&u32, &mut u64), _: &mut RowCtl| {
+///     *cost = u64::from(*len) * 3;
+/// });
+/// let pipeline = Pipeline::builder(&schema).chain(mware::chain![mware::chain::before(price)]).build()?;
+/// let mut batch = Batch::new(&schema);
+/// batch.resize(2);
+/// batch.column_mut(f.len.field())?.copy_from_slice(&[1, 2]);
+/// pipeline.run(&mut batch)?;
+/// assert_eq!(batch.column(f.cost.field())?, &[3, 6]);
+/// # let _ = note;
+/// # Ok::<(), mware::Error>(())
+/// ```
+#[macro_export]
+macro_rules! pinned_fields {
+    (
+        $(#[$meta:meta])* $vis:vis struct $name:ident {
+            $($(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty),* $(,)?
+        }
+    ) => {
+        $crate::pinned_fields!(@count [$(#[$meta])* $vis struct $name] [] (0usize)
+            $($(#[$fmeta])* $fvis $field [$ty],)*);
+    };
+    // Gives each field its position: the sum of ones before it.
+    (@count $head:tt [$($done:tt)*] ($pos:expr) $(#[$fmeta:meta])* $fvis:vis $field:ident [$ty:ty], $($rest:tt)*) => {
+        $crate::pinned_fields!(@count $head [$($done)* [$(#[$fmeta])* $fvis $field [$ty] ($pos)]] ($pos + 1usize)
+            $($rest)*);
+    };
+    (@count [$(#[$meta:meta])* $vis:vis struct $name:ident]
+        [$([$(#[$fmeta:meta])* $fvis:vis $field:ident [$ty:ty] ($pos:expr)])*] ($end:expr)) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($(#[$fmeta])* $fvis $field: $crate::Pinned<$ty, { $pos }>,)*
+        }
+
+        impl $name {
+            /// Adds the fields to `builder` as hot fields, in order, and
+            /// pins them; fails unless they are its first fields.
+            #[allow(dead_code)]
+            $vis fn declare(builder: &mut $crate::SchemaBuilder) -> $crate::Result<Self> {
+                Ok($name { $($field: builder.hot::<$ty>(stringify!($field)).pin::<{ $pos }>()?,)* })
+            }
+        }
+    };
+}
+
 /// Read a [`Pinned`] hot field: as [`Read`], with a column pointer shared by
 /// every stage of a fused chain.
 #[derive(Clone, Copy, Debug)]

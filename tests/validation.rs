@@ -370,3 +370,27 @@ fn pinned_fields_are_checked_like_runtime_ones() {
         }
     );
 }
+
+mware::pinned_fields! {
+    struct Pins {
+        first: u32,
+        /// Documented fields keep their docs.
+        second: u64,
+    }
+}
+
+/// The macro's positions follow the declaration; declared after another
+/// field, they no longer match and `declare` says which.
+#[test]
+fn pinned_fields_declare_in_order_or_say_why_not() {
+    let mut s = SchemaBuilder::new();
+    let pins = Pins::declare(&mut s).unwrap();
+    let schema = s.build().unwrap();
+    assert_eq!((pins.first.field().index(), pins.second.field().index()), (0, 1));
+    assert_eq!(schema.fields()[1].name, "second");
+
+    let mut s = SchemaBuilder::new();
+    let _ = s.hot::<u8>("before");
+    let e = Pins::declare(&mut s).err().expect("positions are off by one");
+    assert_names(&e, &["position 1", "position 0"]);
+}
