@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::report::SlotStats;
 
 const FAILED: u16 = 0x8000;
-const DEPTH: u16 = 0x7FFF;
+pub(crate) const DEPTH: u16 = 0x7FFF;
 
 /// The deepest middleware depth a pipeline may have.
 pub const MAX_DEPTH: usize = DEPTH as usize - 1;
@@ -26,6 +26,14 @@ pub const MAX_DEPTH: usize = DEPTH as usize - 1;
 pub struct RowState {
     status: u16,
     stop: u16,
+}
+
+/// The `stop` half of a state read as one native `u32` (as
+/// `bytemuck::cast` gives it): for tests over many states in 32-bit lanes.
+#[inline(always)]
+pub(crate) fn stop_of_word(word: u32) -> u32 {
+    // `status` comes first in memory.
+    if cfg!(target_endian = "little") { word >> 16 } else { word & 0xFFFF }
 }
 
 impl PartialEq for RowState {
