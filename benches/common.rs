@@ -102,6 +102,29 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The paired rounds every bench's `paired` report runs: one warm-up pass
+/// of each of `variants`, then `rounds` rounds of one pass each, rotating
+/// which goes first so that no variant always follows the same one.
+/// Returns each variant's measurements (whatever `pass` returns).
+pub fn paired_rounds(rounds: usize, variants: usize, mut pass: impl FnMut(usize) -> f64) -> Vec<Vec<f64>> {
+    for v in 0..variants {
+        pass(v);
+    }
+    let mut t = vec![Vec::with_capacity(rounds); variants];
+    for r in 0..rounds {
+        for k in 0..variants {
+            let v = (k + r) % variants;
+            t[v].push(pass(v));
+        }
+    }
+    t
+}
+
+/// The median of the per-round ratios `a[i] / b[i]`.
+pub fn median_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(a.iter().zip(b).map(|(x, y)| x / y).collect())
+}
+
 /// An extra report of a bench binary: its name, the rounds it runs when
 /// benching, and the report itself (given the rounds).
 pub type Report<'a> = (&'a str, usize, &'a dyn Fn(usize));

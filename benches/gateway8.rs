@@ -18,7 +18,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mware::gateway8::{Composition, Fields, Gateway, GatewayPipeline, hand_fused, hand_passes};
 
 mod common;
-use common::{ROWS, cpu_ns, hand_batches, median, mware_batches, reset, time_hand, time_mware};
+use common::{
+    ROWS, cpu_ns, hand_batches, median, median_ratio, mware_batches, paired_rounds, reset, time_hand,
+    time_mware,
+};
 
 fn bench(c: &mut Criterion) {
     let (schema, fields) = Fields::schema();
@@ -64,7 +67,7 @@ fn paired(rounds: usize) {
         let mut batches = mware_batches(&fields, &schema, batch);
         let pipelines = [Composition::Static, Composition::Pinned, Composition::Boxed]
             .map(|c| GatewayPipeline::build(&fields, &schema, ROWS as u64, c, |b| b.threads(1)).unwrap());
-        let mut pass = |variant: usize| {
+        let pass = |variant: usize| {
             let t;
             if variant < 2 {
                 let f = [hand_fused, hand_passes][variant];
@@ -84,20 +87,10 @@ fn paired(rounds: usize) {
             (cpu_ns(origin) - t) as f64 / ROWS as f64
         };
         const NAMES: [&str; 5] = ["hand_fused", "hand_passes", "mware_static", "mware_pinned", "mware_boxed"];
-        // Warm-up: one pass each.
-        for v in 0..NAMES.len() {
-            pass(v);
-        }
-        let mut t: [Vec<f64>; NAMES.len()] = Default::default();
-        for r in 0..rounds {
-            for k in 0..NAMES.len() {
-                let v = (k + r) % NAMES.len();
-                t[v].push(pass(v));
-            }
-        }
+        let t = paired_rounds(rounds, NAMES.len(), pass);
         let mut line = format!("  {batch:>7}  {} {:5.2}", NAMES[0], median(t[0].clone()));
         for v in 1..NAMES.len() {
-            let ratio = median(t[v].iter().zip(&t[0]).map(|(x, y)| x / y).collect());
+            let ratio = median_ratio(&t[v], &t[0]);
             line += &format!("  {} {:5.2} ({ratio:.2}x)", NAMES[v], median(t[v].clone()));
         }
         println!("{line}");

@@ -20,7 +20,9 @@ use mware::gateway8::{Composition, Fields, GatewayPipeline, hand_fused};
 use mware::prelude::*;
 
 mod common;
-use common::{ROWS, hand_batches, median, mware_batches, reset, time_hand, time_mware};
+use common::{
+    ROWS, hand_batches, median, median_ratio, mware_batches, paired_rounds, reset, time_hand, time_mware,
+};
 
 /// gateway-8's parallel-safe stages (auth, validate, route, enrich,
 /// handler, timing) as one static chain, on `threads` threads; `configure`
@@ -135,7 +137,7 @@ fn paired(rounds: usize) {
             .unwrap()
         });
         let stateless = [1, threads].map(|t| stateless_chain(&fields, &schema, t, |b| b));
-        let mut pass = |v: usize| {
+        let pass = |v: usize| {
             let d = match v {
                 0 => time_hand(1, &mut hand, hand_fused),
                 1..=3 => time_mware(1, &gateway[v - 1], &fields, &mut batches),
@@ -143,19 +145,8 @@ fn paired(rounds: usize) {
             };
             d.as_nanos() as f64 / ROWS as f64
         };
-        const VARIANTS: usize = 6;
-        let mut t: [Vec<f64>; VARIANTS] = Default::default();
-        for r in 0..=rounds {
-            for k in 0..VARIANTS {
-                let v = (k + r) % VARIANTS;
-                let ns = pass(v);
-                // Round 0 warms up.
-                if r > 0 {
-                    t[v].push(ns);
-                }
-            }
-        }
-        let ratio = |a: usize, b: usize| median(t[a].iter().zip(&t[b]).map(|(x, y)| x / y).collect());
+        let t = paired_rounds(rounds, 6, pass);
+        let ratio = |a: usize, b: usize| median_ratio(&t[a], &t[b]);
         let m = |v: usize| median(t[v].clone());
         println!(
             "  {batch:>7}  hand_fused_1t {:.2}  gateway8 1t {:.2} {threads}t {:.2} ({:.2}x; {:.2}x the hand loop's time) \
@@ -189,18 +180,9 @@ fn threshold(rounds: usize) {
     );
     for batch in [2_048, 4_096, 8_192, 16_384, 32_768, 65_536] {
         let mut batches = mware_batches(&fields, &schema, batch);
-        let mut t: [Vec<f64>; 2] = Default::default();
-        for r in 0..=rounds {
-            for k in 0..2 {
-                let v = (k + r) % 2;
-                let d = time_pipeline(&pipelines[v], &fields, &mut batches).as_secs_f64();
-                // Round 0 warms up.
-                if r > 0 {
-                    t[v].push(d);
-                }
-            }
-        }
-        let speedup = median(t[0].iter().zip(&t[1]).map(|(one, all)| one / all).collect());
+        let t =
+            paired_rounds(rounds, 2, |v| time_pipeline(&pipelines[v], &fields, &mut batches).as_secs_f64());
+        let speedup = median_ratio(&t[0], &t[1]);
         println!("  {batch:>6} rows ({:>7} row·stages): {speedup:.2}x", batch * 6);
     }
 }

@@ -16,7 +16,7 @@ use mware::Batch;
 use mware::gateway8::{Columns, Composition, Fields, Gateway, GatewayPipeline, hand_fused};
 
 mod common;
-use common::median;
+use common::{median, median_ratio, paired_rounds};
 
 fn bench(c: &mut Criterion) {
     let (schema, fields) = Fields::schema();
@@ -59,7 +59,7 @@ fn paired(rounds: usize) {
         .map(|c| GatewayPipeline::build(&fields, &schema, 1 << 20, c, |b| b.threads(1)).unwrap());
     let mut batch = Batch::new(&schema);
     fields.fill(&mut batch, 42, 7, 1).unwrap();
-    let mut request = |variant: usize| {
+    let request = |variant: usize| {
         let t = Instant::now();
         for _ in 0..REQUESTS {
             if variant == 0 {
@@ -73,24 +73,14 @@ fn paired(rounds: usize) {
         t.elapsed().as_nanos() as f64 / f64::from(REQUESTS)
     };
     const NAMES: [&str; 4] = ["hand_fused", "mware_static", "mware_pinned", "mware_boxed"];
-    let mut t: [Vec<f64>; NAMES.len()] = Default::default();
-    for r in 0..=rounds {
-        for k in 0..NAMES.len() {
-            let v = (k + r) % NAMES.len();
-            let ns = request(v);
-            // Round 0 warms up.
-            if r > 0 {
-                t[v].push(ns);
-            }
-        }
-    }
+    let t = paired_rounds(rounds, NAMES.len(), request);
     let mut line = format!(
         "paired, {rounds} rounds of {REQUESTS} one-row requests (ns per request, ratio to the hand loop): {} {:.1}",
         NAMES[0],
         median(t[0].clone())
     );
     for v in 1..NAMES.len() {
-        let ratio = median(t[v].iter().zip(&t[0]).map(|(x, y)| x / y).collect());
+        let ratio = median_ratio(&t[v], &t[0]);
         line += &format!("  {} {:.1} ({ratio:.1}x)", NAMES[v], median(t[v].clone()));
     }
     println!("{line}");

@@ -25,7 +25,7 @@ use mware::gateway8::{Composition, Fields, GatewayPipeline};
 use mware::monitor::Monitor;
 
 mod common;
-use common::{ROWS, cpu_ns, median, mware_batches, reset, time_mware};
+use common::{ROWS, cpu_ns, median, median_ratio, mware_batches, paired_rounds, reset, time_mware};
 
 fn bench(c: &mut Criterion) {
     let (schema, fields) = Fields::schema();
@@ -82,7 +82,7 @@ fn paired(rounds: usize) {
         let mut batches = mware_batches(&fields, &schema, batch);
         let gw = GatewayPipeline::build(&fields, &schema, ROWS as u64, comp, |b| b.threads(1)).unwrap();
         let mut monitor = Monitor::builder(&gw.pipeline).window(16).factor(2.0).build().unwrap();
-        let mut pass = |mode: usize| {
+        let pass = |mode: usize| {
             gw.pipeline.set_profiling(mode > 0);
             gw.reset();
             batches.iter_mut().for_each(|b| reset(&fields, b));
@@ -95,16 +95,8 @@ fn paired(rounds: usize) {
             }
             (cpu_ns(origin) - t) as f64 / ROWS as f64
         };
-        pass(0);
-        pass(1);
-        let mut t: [Vec<f64>; 3] = Default::default();
-        for r in 0..rounds {
-            for k in 0..3 {
-                let mode = (k + r) % 3;
-                t[mode].push(pass(mode));
-            }
-        }
-        let ratio = |a: usize, b: usize| median(t[a].iter().zip(&t[b]).map(|(x, y)| x / y).collect());
+        let t = paired_rounds(rounds, 3, pass);
+        let ratio = |a: usize, b: usize| median_ratio(&t[a], &t[b]);
         println!(
             "  {name:>6}/{batch:<6} off {:6.2} ns/row  on {:6.2}  on+monitor {:6.2}   on/off {:.3}  on+monitor/on {:.3}",
             median(t[0].clone()),

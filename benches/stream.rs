@@ -39,7 +39,7 @@ use mware::stream::StreamRunner;
 use mware::{Batch, Pipeline, StateHandle};
 
 mod common;
-use common::{ROWS, median, mware_batches as batches, reset};
+use common::{ROWS, median, median_ratio, mware_batches as batches, paired_rounds, reset};
 
 struct Gw {
     pipeline: Arc<Pipeline>,
@@ -148,28 +148,17 @@ fn paired(rounds: usize) {
         for (suffix, composition) in [("", Composition::Static), ("_boxed", Composition::Boxed)] {
             let gw = Gw::build(&fields, &schema, composition);
             let variants = stream_variants(!suffix.is_empty());
-            let mut pass = |v: usize| {
+            let pass = |v: usize| {
                 let d = match v {
                     0 => time_run(&gw, &fields, &mut input),
                     _ => time_stream(&gw, &fields, &mut input, variants[v - 1].1),
                 };
                 d.as_secs_f64() * 1e3
             };
-            let n = variants.len() + 1;
-            let mut t = vec![Vec::new(); n];
-            for r in 0..=rounds {
-                for k in 0..n {
-                    let v = (k + r) % n;
-                    let ms = pass(v);
-                    // Round 0 warms up.
-                    if r > 0 {
-                        t[v].push(ms);
-                    }
-                }
-            }
+            let t = paired_rounds(rounds, variants.len() + 1, pass);
             let mut line = format!("  {batch:>6}  run{suffix} {:6.2}", median(t[0].clone()));
             for (i, (w, _)) in variants.iter().enumerate() {
-                let speedup = median(t[0].iter().zip(&t[i + 1]).map(|(r, s)| r / s).collect());
+                let speedup = median_ratio(&t[0], &t[i + 1]);
                 line += &format!("  stream{suffix}{w} {:6.2} ({speedup:.2}x)", median(t[i + 1].clone()));
             }
             println!("{line}");
