@@ -27,6 +27,9 @@ pub struct ChunkRun<'r> {
     pub(crate) start: usize,
     /// Rows in the chunk.
     pub(crate) len: usize,
+    /// Every row of the chunk is live: no step has run on it since the run
+    /// began, and every row was live then.
+    pub(crate) fresh: bool,
     /// Depth of the unit's first layer.
     pub(crate) depth_base: u16,
     pub(crate) sel: &'r mut Vec<u32>,
@@ -167,10 +170,13 @@ pub(crate) fn select<'s>(
     layers: usize,
     sel: &'s mut Vec<u32>,
 ) -> Option<Walk<'s>> {
+    let range = run.start..run.start + run.len;
+    if run.fresh {
+        return Some(Walk::Fresh(range));
+    }
     let visible = Visible::of_slots(slots, layers, run.depth_base);
     let states = run.states();
     let (count, live) = visible.count_with_live(states);
-    let range = run.start..run.start + run.len;
     if live == run.len && live > 0 {
         Some(Walk::Fresh(range))
     } else if count == 0 {
@@ -278,7 +284,8 @@ impl<S: ChunkStage> ChunkStep for S {
         // from its other fields.
         let states = unsafe { run.table.states_mut(run.start, run.len) };
         let mut sel = std::mem::take(run.sel);
-        let selection = select_exact(states, visible, &mut sel);
+        let selection =
+            if run.fresh { Selection::Dense(states.len()) } else { select_exact(states, visible, &mut sel) };
         if matches!(selection, Selection::Sparse(s) if s.is_empty()) {
             *run.sel = sel;
             return;
@@ -385,6 +392,8 @@ impl Unit for ChunkLayer {
             };
             let visible = if slot == 0 { Visible::Live } else { Visible::After(depth) };
             step.run(local, slot, visible, depth, run, &stage_name(names, slot));
+            // The step may have stopped rows.
+            run.fresh = false;
         }
     }
 }
