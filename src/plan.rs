@@ -237,9 +237,12 @@ impl Plan {
                 "barrier: writes a cold field, so it runs over the whole batch on one thread (cold \
                  side tables are not split across threads) after every row has finished the \
                  segments before it"
-            } else if self.parallel {
+            } else if self.parallel && self.groups[seg.groups.clone()].iter().any(|g| g.ordered) {
                 "chunked: each worker claims the next chunk and takes it through every group below, \
                  so different groups run side by side on different chunks"
+            } else if self.parallel {
+                "chunked: each worker takes its own block of consecutive chunks through every group \
+                 below, then helps with the blocks of the others"
             } else {
                 "chunked: each chunk goes through every group below, while it is in cache, before \
                  the next chunk starts"
