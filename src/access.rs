@@ -127,8 +127,11 @@ pub struct Frame([*mut u8; FRAME_FIELDS]);
 impl Frame {
     pub(crate) fn of(table: &ColumnTable<'_>) -> Frame {
         let mut frame = [std::ptr::null_mut(); FRAME_FIELDS];
-        for (slot, ptr) in frame.iter_mut().zip(table.hot) {
-            *slot = ptr.0;
+        // The executor pads the table to at least `FRAME_FIELDS` entries, so
+        // this is a fixed-size copy (no call to `memcpy` per walk).
+        match table.hot.get(..FRAME_FIELDS) {
+            Some(head) => (0..FRAME_FIELDS).for_each(|i| frame[i] = head[i].0),
+            None => frame.iter_mut().zip(table.hot).for_each(|(slot, ptr)| *slot = ptr.0),
         }
         Frame(frame)
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bumpalo::Bump;
 use crossbeam::utils::CachePadded;
 
-use crate::access::{ColumnTable, SendPtr};
+use crate::access::{ColumnTable, FRAME_FIELDS, SendPtr};
 use crate::batch::{Batch, BatchParts};
 use crate::column::{ColdColumn, ColdStore};
 use crate::error::StageError;
@@ -309,8 +309,10 @@ impl<'p, 'b> Run<'p, 'b> {
 fn point_columns(scratch: &mut Scratch, parts: &mut BatchParts<'_>) {
     let fields = parts.schema.fields();
     let hot = &mut scratch.hot;
-    // Same length every run: only the first run grows the table.
-    hot.resize(fields.len(), SendPtr(std::ptr::null_mut()));
+    // Same length every run: only the first run grows the table. At least
+    // `FRAME_FIELDS` entries (null past the schema) so a walk copies its
+    // frame with a fixed-size copy.
+    hot.resize(fields.len().max(FRAME_FIELDS), SendPtr(std::ptr::null_mut()));
     for (ptr, f) in hot.iter_mut().zip(fields) {
         if let (Storage::Hot { .. }, Some(column)) = (f.storage, parts.hot.get_mut(f.slot)) {
             *ptr = SendPtr(column.base_ptr());
