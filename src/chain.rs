@@ -41,6 +41,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -49,7 +50,7 @@ use crate::access::{Access, ColumnTable, Frame, SendPtr};
 use crate::control::{RowCtl, RowState};
 use crate::error::StageError;
 use crate::report::SlotStats;
-use crate::stage::{RowStage, StageMeta, StatePolicy};
+use crate::stage::{Kind, RowStage, StageMeta, StatePolicy};
 use crate::unit::{ChunkRun, Unit, Visible, Walk, panic_message, select, stage_name};
 
 /// The absent half of a layer (a middleware with only a before or only an
@@ -82,6 +83,10 @@ pub fn around<B: RowStage, A: RowStage>(before: B, after: A) -> Layer<B, A> {
 pub trait Half: Send + Sync + 'static {
     /// Whether a stage is there.
     const PRESENT: bool;
+    /// Whether the stage must see rows in order (where a parallel plan cuts
+    /// a chain).
+    #[doc(hidden)]
+    const ORDERED: bool;
     #[doc(hidden)]
     type Ptrs: Copy;
     #[doc(hidden)]
@@ -112,6 +117,7 @@ pub trait Half: Send + Sync + 'static {
 
 impl Half for Nothing {
     const PRESENT: bool = false;
+    const ORDERED: bool = false;
     type Ptrs = ();
     type Local = ();
     type Guard<'a> = ();
@@ -128,6 +134,7 @@ impl Half for Nothing {
 
 impl<S: RowStage> Half for S {
     const PRESENT: bool = true;
+    const ORDERED: bool = matches!(<S::Policy as StatePolicy>::KIND, Kind::Sequential | Kind::WholeBatch);
     type Ptrs = <S::Access as Access>::Ptrs;
     type Local = <S::Policy as StatePolicy>::Local;
     type Guard<'a> = <S::Policy as StatePolicy>::Guard<'a>;
@@ -181,9 +188,6 @@ pub struct RowPlan {
 
 impl RowPlan {
     fn new(base: u16, slots: Range<usize>) -> RowPlan {
-        // Bits `0..n`, computed rather than looped: this runs once per chunk,
-        // and for one-row batches a loop over the slots showed in profiles.
-        let below = |n: usize| if n >= 128 { u128::MAX } else { (1u128 << n) - 1 };
         let mask = below(slots.end) & !below(slots.start);
         RowPlan { base, lo: slots.start, hi: slots.end, mask }
     }
@@ -196,6 +200,87 @@ impl RowPlan {
     #[inline(always)]
     fn has(self, slot: usize, layers: usize) -> bool {
         if layers <= 64 { self.mask & (1 << slot) != 0 } else { self.lo <= slot && slot < self.hi }
+    }
+}
+
+/// Bits `0..n` of a slot mask, computed rather than looped: masks are made
+/// once per chunk, and for one-row batches a loop over the slots showed in
+/// profiles.
+fn below(n: usize) -> u128 {
+    if n >= 128 { u128::MAX } else { (1u128 << n) - 1 }
+}
+
+/// Which slots of a chain a walk runs. Where the plan's groups are known
+/// from the chain's type (all of it, or the two parts a parallel plan cuts
+/// it into), the type says so and every step's test folds away; otherwise
+/// each step tests the plan's mask ([`Ranged`]). A cut chain tested its
+/// mask per step and row: twice the instructions per row of the uncut one.
+#[doc(hidden)]
+pub trait Span {
+    /// Whether `slot` of a chain of `layers` runs.
+    fn runs(plan: RowPlan, slot: usize, layers: usize) -> bool;
+}
+
+/// Every slot: a chain run in one fused group.
+#[doc(hidden)]
+pub struct Whole;
+
+/// The slots before the first ordered stage of the chain of layers `L`
+/// ([`Layers::CUT`]): the group a parallel plan runs on any chunk.
+#[doc(hidden)]
+pub struct Head<L>(PhantomData<L>);
+
+/// The slots from the first ordered stage of `L` on: the group a parallel
+/// plan runs in row order.
+#[doc(hidden)]
+pub struct Tail<L>(PhantomData<L>);
+
+/// The slots of the plan's range, tested per step.
+#[doc(hidden)]
+pub struct Ranged;
+
+impl Span for Whole {
+    #[inline(always)]
+    fn runs(_: RowPlan, _: usize, _: usize) -> bool {
+        true
+    }
+}
+
+impl<L: Layers> Span for Head<L> {
+    #[inline(always)]
+    fn runs(_: RowPlan, slot: usize, _: usize) -> bool {
+        slot < L::CUT
+    }
+}
+
+impl<L: Layers> Span for Tail<L> {
+    #[inline(always)]
+    fn runs(_: RowPlan, slot: usize, _: usize) -> bool {
+        slot >= L::CUT
+    }
+}
+
+impl Span for Ranged {
+    #[inline(always)]
+    fn runs(plan: RowPlan, slot: usize, layers: usize) -> bool {
+        plan.has(slot, layers)
+    }
+}
+
+/// The first slot of a chain of `n` layers whose stage is ordered, given
+/// per layer (bit `k`: layer `k`) which before- and after-stages are: where
+/// a parallel plan cuts the chain. `usize::MAX` when none is, or when the
+/// chain is too long for the masks.
+const fn cut_slot(n: usize, before: u64, after: u64) -> usize {
+    if n > 64 {
+        usize::MAX
+    } else if before != 0 {
+        before.trailing_zeros() as usize
+    } else if after != 0 {
+        // After-stages run innermost first: the deepest ordered one.
+        2 * n - 1 - (63 - after.leading_zeros() as usize)
+    } else {
+        usize::MAX
     }
 }
 
@@ -212,6 +297,15 @@ impl RowEnv<'_> {
 pub trait Layers: Send + Sync + 'static {
     /// Number of layers.
     const LEN: usize;
+    /// Bit `k`: layer `k`'s before-stage is ordered (first 64 layers).
+    #[doc(hidden)]
+    const ORDERED_BEFORE: u64;
+    /// Bit `k`: layer `k`'s after-stage is ordered (first 64 layers).
+    #[doc(hidden)]
+    const ORDERED_AFTER: u64;
+    /// The slot where a parallel plan cuts this chain (see [`cut_slot`]).
+    #[doc(hidden)]
+    const CUT: usize = cut_slot(Self::LEN, Self::ORDERED_BEFORE, Self::ORDERED_AFTER);
     #[doc(hidden)]
     type Ptrs: Copy;
     #[doc(hidden)]
@@ -231,7 +325,7 @@ pub trait Layers: Send + Sync + 'static {
     /// Takes the state of every stage of this layer and the layers inside
     /// it that `plan` runs, outermost layer first (before, then after).
     #[doc(hidden)]
-    fn take_states<const FULL: bool>(guards: &mut Self::Guards<'_>, plan: RowPlan, level: usize);
+    fn take_states<S: Span>(guards: &mut Self::Guards<'_>, plan: RowPlan, level: usize);
     /// Runs this layer and everything inside it on one row.
     ///
     /// # Safety
@@ -242,7 +336,7 @@ pub trait Layers: Send + Sync + 'static {
     /// outside this layer stopped the row, so its after-stage sees it.
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn row<const FULL: bool, const FRESH: bool>(
+    unsafe fn row<S: Span, const FRESH: bool>(
         &self,
         ptrs: &Self::Ptrs,
         guards: &mut Self::Guards<'_>,
@@ -262,6 +356,8 @@ pub struct Then<B, A, Rest>(pub Layer<B, A>, pub Rest);
 
 impl Layers for End {
     const LEN: usize = 0;
+    const ORDERED_BEFORE: u64 = 0;
+    const ORDERED_AFTER: u64 = 0;
     type Ptrs = ();
     type Locals = ();
     type Guards<'a> = ();
@@ -269,9 +365,9 @@ impl Layers for End {
     fn resolve(&self, _: &ColumnTable<'_>, _: &Frame) {}
     fn locals(&self) {}
     fn enter<'a>(&'a self, _: &'a mut ()) {}
-    fn take_states<const FULL: bool>(_: &mut (), _: RowPlan, _: usize) {}
+    fn take_states<S: Span>(_: &mut (), _: RowPlan, _: usize) {}
     #[inline(always)]
-    unsafe fn row<const FULL: bool, const FRESH: bool>(
+    unsafe fn row<S: Span, const FRESH: bool>(
         &self,
         _: &(),
         _: &mut (),
@@ -320,6 +416,8 @@ impl<B: Half, A: Half, R: Layers> Then<B, A, R> {
 
 impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
     const LEN: usize = 1 + R::LEN;
+    const ORDERED_BEFORE: u64 = B::ORDERED as u64 | R::ORDERED_BEFORE << 1;
+    const ORDERED_AFTER: u64 = A::ORDERED as u64 | R::ORDERED_AFTER << 1;
     type Ptrs = (B::Ptrs, A::Ptrs, R::Ptrs);
     type Locals = (B::Local, A::Local, R::Locals);
     type Guards<'a> = (B::Guard<'a>, A::Guard<'a>, R::Guards<'a>);
@@ -344,18 +442,18 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
         (self.0.before.enter(&mut l.0), self.0.after.enter(&mut l.1), self.1.enter(&mut l.2))
     }
     #[inline(always)]
-    fn take_states<const FULL: bool>(g: &mut Self::Guards<'_>, plan: RowPlan, level: usize) {
+    fn take_states<S: Span>(g: &mut Self::Guards<'_>, plan: RowPlan, level: usize) {
         let (layers, before_slot, after_slot) = Self::slots(level);
-        if FULL || plan.has(before_slot, layers) {
+        if S::runs(plan, before_slot, layers) {
             B::take_state(&mut g.0);
         }
-        if FULL || plan.has(after_slot, layers) {
+        if S::runs(plan, after_slot, layers) {
             A::take_state(&mut g.1);
         }
-        R::take_states::<FULL>(&mut g.2, plan, level + 1);
+        R::take_states::<S>(&mut g.2, plan, level + 1);
     }
     #[inline(always)]
-    unsafe fn row<const FULL: bool, const FRESH: bool>(
+    unsafe fn row<S: Span, const FRESH: bool>(
         &self,
         p: &Self::Ptrs,
         g: &mut Self::Guards<'_>,
@@ -367,18 +465,18 @@ impl<B: Half, A: Half, R: Layers> Layers for Then<B, A, R> {
     ) {
         let depth = plan.base + level as u16;
         let (layers, before_slot, after_slot) = Self::slots(level);
-        if B::PRESENT && (FULL || plan.has(before_slot, layers)) && ctl.state.is_live() {
+        if B::PRESENT && S::runs(plan, before_slot, layers) && ctl.state.is_live() {
             // SAFETY: forwarded from the caller's contract.
             unsafe { step::<B>(&self.0.before, p.0, &mut g.0, env, ctl, depth, before_slot) };
         }
         let shielded = shielded && !B::PRESENT;
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.1.row::<FULL, FRESH>(&p.2, &mut g.2, env, plan, ctl, level + 1, shielded) };
+        unsafe { self.1.row::<S, FRESH>(&p.2, &mut g.2, env, plan, ctl, level + 1, shielded) };
         // With no before-stage from the outermost layer in to this one, a
         // row live when the walk started can only have been stopped since
         // by inner layers' stages, deeper than `depth`: this after sees it.
         let sees = (FRESH && shielded) || ctl.state.reaches_after(depth);
-        if A::PRESENT && (FULL || plan.has(after_slot, layers)) && sees {
+        if A::PRESENT && S::runs(plan, after_slot, layers) && sees {
             // SAFETY: forwarded from the caller's contract.
             unsafe { step::<A>(&self.0.after, p.1, &mut g.1, env, ctl, depth, after_slot) };
         }
@@ -407,6 +505,8 @@ pub struct Chain<L> {
     layers: L,
     /// The slots that hold a stage: a run covering them is the full chain.
     present: Range<usize>,
+    /// The same as bits (chains of up to 64 layers).
+    present_mask: u128,
 }
 
 impl<L: Layers> Chain<L> {
@@ -422,7 +522,8 @@ impl<L: Layers> Chain<L> {
             (Some(&a), Some(&b)) => a..b + 1,
             _ => 0..0,
         };
-        Chain { layers, present }
+        let present_mask = if n <= 64 { slots.iter().fold(0, |m, &s| m | 1 << s) } else { 0 };
+        Chain { layers, present, present_mask }
     }
 }
 
@@ -548,12 +649,21 @@ impl<L: Layers> Chain<L> {
         let stats = run.stats.as_deref_mut().map_or(std::ptr::null_mut(), <[SlotStats]>::as_mut_ptr);
         let plan = RowPlan::new(base, slots);
         let mut env = RowEnv { trap, stats, errors: &mut *run.errors, names };
+        // The parts a parallel plan cuts the chain into, as the types know them.
+        let runs = plan.mask & self.present_mask;
+        let head = self.present_mask & below(L::CUT);
+        let known = L::LEN <= 64 && runs != 0;
+        let table = run.table;
         // SAFETY: forwarded from the caller's contract.
         unsafe {
             if full {
-                self.walk::<true>(walk, locals, run.table, &mut env, plan)
+                self.walk::<Whole>(walk, locals, table, &mut env, plan)
+            } else if known && runs == head {
+                self.walk::<Head<L>>(walk, locals, table, &mut env, plan)
+            } else if known && runs == self.present_mask & !head {
+                self.walk::<Tail<L>>(walk, locals, table, &mut env, plan)
             } else {
-                self.walk::<false>(walk, locals, run.table, &mut env, plan)
+                self.walk::<Ranged>(walk, locals, table, &mut env, plan)
             }
         }
     }
@@ -563,7 +673,7 @@ impl<L: Layers> Chain<L> {
     // Kept out of line: inlined into the unwinding wrapper, the row loop
     // lost registers to it and ran 8 % slower on gateway-8.
     #[inline(never)]
-    unsafe fn walk<const FULL: bool>(
+    unsafe fn walk<S: Span>(
         &self,
         walk: Walk<'_>,
         locals: &mut L::Locals,
@@ -580,27 +690,25 @@ impl<L: Layers> Chain<L> {
         // 11 % faster loop than testing it per row), and every walk over
         // this chain locks in the same order, so two runs on two threads
         // cannot each hold the lock the other waits for.
-        L::take_states::<FULL>(&mut guards, plan, 0);
+        L::take_states::<S>(&mut guards, plan, 0);
         let states = table.states;
         match walk {
             Walk::Fresh(rows) => {
                 for row in rows {
                     // SAFETY: forwarded; `row` is in the chunk.
-                    unsafe { self.one_row::<FULL, true>(row, states, &ptrs, &mut guards, env, plan) };
+                    unsafe { self.one_row::<S, true>(row, states, &ptrs, &mut guards, env, plan) };
                 }
             }
             Walk::Dense(rows) => {
                 for row in rows {
                     // SAFETY: forwarded; `row` is in the chunk.
-                    unsafe { self.one_row::<FULL, false>(row, states, &ptrs, &mut guards, env, plan) };
+                    unsafe { self.one_row::<S, false>(row, states, &ptrs, &mut guards, env, plan) };
                 }
             }
             Walk::Sparse(rows) => {
                 for &row in rows {
                     // SAFETY: forwarded; the selection holds rows of the chunk.
-                    unsafe {
-                        self.one_row::<FULL, false>(row as usize, states, &ptrs, &mut guards, env, plan)
-                    };
+                    unsafe { self.one_row::<S, false>(row as usize, states, &ptrs, &mut guards, env, plan) };
                 }
             }
         }
@@ -610,7 +718,7 @@ impl<L: Layers> Chain<L> {
     /// `row` is in a chunk this worker owns; `states` is the batch's state
     /// vector.
     #[inline(always)]
-    unsafe fn one_row<const FULL: bool, const FRESH: bool>(
+    unsafe fn one_row<S: Span, const FRESH: bool>(
         &self,
         row: usize,
         states: SendPtr<RowState>,
@@ -627,7 +735,7 @@ impl<L: Layers> Chain<L> {
         unsafe {
             let state = *states.0.add(row);
             let mut ctl = RowCtl::new(state, row, env.stats);
-            self.layers.row::<FULL, FRESH>(ptrs, guards, env, plan, &mut ctl, 0, true);
+            self.layers.row::<S, FRESH>(ptrs, guards, env, plan, &mut ctl, 0, true);
             // Most stages leave most rows as they were: skip the store then.
             if ctl.state != state {
                 *states.0.add(row) = ctl.state;
@@ -668,5 +776,40 @@ impl<L: Layers> Unit for Chain<L> {
             self.run_protected(slots, walk, locals, run, names);
         }
         *run.sel = sel;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cut_is_the_first_ordered_slot_in_execution_order() {
+        // Four layers: slots 0..4 are the before-stages, outermost first;
+        // slots 4..8 the after-stages, innermost first (layer k at 7 - k).
+        assert_eq!(cut_slot(4, 0, 0), usize::MAX);
+        assert_eq!(cut_slot(4, 0b0100, 0b0001), 2);
+        assert_eq!(cut_slot(4, 0b1100, 0), 2);
+        // Only after-stages ordered: the innermost of them runs first.
+        assert_eq!(cut_slot(4, 0, 0b0001), 7);
+        assert_eq!(cut_slot(4, 0, 0b0101), 5);
+        assert_eq!(cut_slot(4, 0, 0b1000), 4);
+        assert_eq!(cut_slot(65, 1, 0), usize::MAX);
+    }
+
+    #[test]
+    fn a_chain_knows_its_cut_from_its_stages_kinds() {
+        use crate::stage;
+        let par = || stage::parallel("p", (), |_: (), _: &mut RowCtl| {});
+        let seq = || stage::sequential("s", (), 0u64, |_: &mut u64, _: (), _: &mut RowCtl| {});
+        let c = crate::chain![after(par()), before(par()), around(seq(), par()), before(par())];
+        fn cut<L: Layers>(_: &Chain<L>) -> usize {
+            L::CUT
+        }
+        assert_eq!(cut(&c), 2);
+        let c = crate::chain![after(seq()), before(par()), after(seq())];
+        // Slots: 0..3 before, 3..6 after; layer 2's after is slot 3.
+        assert_eq!(cut(&c), 3);
+        assert_eq!(cut(&crate::chain![before(par()), after(par())]), usize::MAX);
     }
 }

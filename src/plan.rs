@@ -128,7 +128,10 @@ impl Plan {
                     // the chunk, and fusion is worth more than running the
                     // tail in parallel (gateway-8 on one thread, session 4:
                     // 12.0-13.7 ns/row cut once, 16.4-16.8 cut twice, 8 uncut;
-                    // two threads were no faster cut twice).
+                    // two threads were no faster cut twice). The chain's type
+                    // knows this cut (`chain::Head`/`Tail`), so its two parts
+                    // compile without per-step range tests (session 5: 9.4
+                    // ns/row cut once, 7.6 uncut).
                     && (!parallel || g.ordered || !ordered)
             });
             if extend {
