@@ -211,8 +211,8 @@ fn below(n: usize) -> u128 {
 }
 
 /// Which slots of a chain a walk runs. Where the plan's groups are known
-/// from the chain's type (all of it, or the two parts a parallel plan cuts
-/// it into), the type says so and every step's test folds away; otherwise
+/// from the chain's type (all of it, or the parts a parallel plan cuts it
+/// into), the type says so and every step's test folds away; otherwise
 /// each step tests the plan's mask ([`Ranged`]). A cut chain tested its
 /// mask per step and row: twice the instructions per row of the uncut one.
 #[doc(hidden)]
@@ -226,14 +226,24 @@ pub trait Span {
 pub struct Whole;
 
 /// The slots before the first ordered stage of the chain of layers `L`
-/// ([`Layers::CUT`]): the group a parallel plan runs on any chunk.
+/// ([`Layers::CUT`]): a group a parallel plan runs on any chunk.
 #[doc(hidden)]
 pub struct Head<L>(PhantomData<L>);
 
-/// The slots from the first ordered stage of `L` on: the group a parallel
-/// plan runs in row order.
+/// The slots from the first ordered stage of `L` to its last: the group a
+/// parallel plan runs in row order.
+#[doc(hidden)]
+pub struct Mid<L>(PhantomData<L>);
+
+/// The slots after the last ordered stage of `L` ([`Layers::CUT_END`]): a
+/// group a parallel plan runs on any chunk.
 #[doc(hidden)]
 pub struct Tail<L>(PhantomData<L>);
+
+/// [`Mid`] and [`Tail`] joined: what a run in turn walks once it holds the
+/// ordered group's turn.
+#[doc(hidden)]
+pub struct Rest<L>(PhantomData<L>);
 
 /// The slots of the plan's range, tested per step.
 #[doc(hidden)]
@@ -253,7 +263,21 @@ impl<L: Layers> Span for Head<L> {
     }
 }
 
+impl<L: Layers> Span for Mid<L> {
+    #[inline(always)]
+    fn runs(_: RowPlan, slot: usize, _: usize) -> bool {
+        L::CUT <= slot && slot < L::CUT_END
+    }
+}
+
 impl<L: Layers> Span for Tail<L> {
+    #[inline(always)]
+    fn runs(_: RowPlan, slot: usize, _: usize) -> bool {
+        slot >= L::CUT_END
+    }
+}
+
+impl<L: Layers> Span for Rest<L> {
     #[inline(always)]
     fn runs(_: RowPlan, slot: usize, _: usize) -> bool {
         slot >= L::CUT
@@ -267,21 +291,24 @@ impl Span for Ranged {
     }
 }
 
-/// The first slot of a chain of `n` layers whose stage is ordered, given
-/// per layer (bit `k`: layer `k`) which before- and after-stages are: where
-/// a parallel plan cuts the chain. `usize::MAX` when none is, or when the
-/// chain is too long for the masks.
-const fn cut_slot(n: usize, before: u64, after: u64) -> usize {
-    if n > 64 {
-        usize::MAX
-    } else if before != 0 {
-        before.trailing_zeros() as usize
-    } else if after != 0 {
-        // After-stages run innermost first: the deepest ordered one.
-        2 * n - 1 - (63 - after.leading_zeros() as usize)
-    } else {
-        usize::MAX
+/// The first and one past the last slot of a chain of `n` layers whose
+/// stage is ordered, given per layer (bit `k`: layer `k`) which before- and
+/// after-stages are: where a parallel plan cuts the chain. `usize::MAX`
+/// for both when none is, or when the chain is too long for the masks.
+const fn ordered_slots(n: usize, before: u64, after: u64) -> (usize, usize) {
+    if n > 64 || (before == 0 && after == 0) {
+        return (usize::MAX, usize::MAX);
     }
+    // Before-stages run outermost first (slot = level); after-stages
+    // innermost first (slot = 2n - 1 - level).
+    let first = if before != 0 { before.trailing_zeros() as usize } else { 2 * n - 1 - innermost(after) };
+    let last = if after != 0 { 2 * n - 1 - after.trailing_zeros() as usize } else { innermost(before) };
+    (first, last + 1)
+}
+
+/// The deepest layer set in a non-empty mask.
+const fn innermost(mask: u64) -> usize {
+    63 - mask.leading_zeros() as usize
 }
 
 impl RowEnv<'_> {
@@ -303,9 +330,14 @@ pub trait Layers: Send + Sync + 'static {
     /// Bit `k`: layer `k`'s after-stage is ordered (first 64 layers).
     #[doc(hidden)]
     const ORDERED_AFTER: u64;
-    /// The slot where a parallel plan cuts this chain (see [`cut_slot`]).
+    /// The first slot of the chain's ordered span, where a parallel plan
+    /// cuts it (see [`ordered_slots`]).
     #[doc(hidden)]
-    const CUT: usize = cut_slot(Self::LEN, Self::ORDERED_BEFORE, Self::ORDERED_AFTER);
+    const CUT: usize = ordered_slots(Self::LEN, Self::ORDERED_BEFORE, Self::ORDERED_AFTER).0;
+    /// One past the last slot of the chain's ordered span, where a parallel
+    /// plan cuts it again.
+    #[doc(hidden)]
+    const CUT_END: usize = ordered_slots(Self::LEN, Self::ORDERED_BEFORE, Self::ORDERED_AFTER).1;
     #[doc(hidden)]
     type Ptrs: Copy;
     #[doc(hidden)]
@@ -651,17 +683,21 @@ impl<L: Layers> Chain<L> {
         let mut env = RowEnv { trap, stats, errors: &mut *run.errors, names };
         // The parts a parallel plan cuts the chain into, as the types know them.
         let runs = plan.mask & self.present_mask;
-        let head = self.present_mask & below(L::CUT);
+        let part = |from: usize, to: usize| self.present_mask & below(to) & !below(from);
         let known = L::LEN <= 64 && runs != 0;
         let table = run.table;
         // SAFETY: forwarded from the caller's contract.
         unsafe {
             if full {
                 self.walk::<Whole>(walk, locals, table, &mut env, plan)
-            } else if known && runs == head {
+            } else if known && runs == part(0, L::CUT) {
                 self.walk::<Head<L>>(walk, locals, table, &mut env, plan)
-            } else if known && runs == self.present_mask & !head {
+            } else if known && runs == part(L::CUT, L::CUT_END) {
+                self.walk::<Mid<L>>(walk, locals, table, &mut env, plan)
+            } else if known && runs == part(L::CUT_END, usize::MAX) {
                 self.walk::<Tail<L>>(walk, locals, table, &mut env, plan)
+            } else if known && runs == part(L::CUT, usize::MAX) {
+                self.walk::<Rest<L>>(walk, locals, table, &mut env, plan)
             } else {
                 self.walk::<Ranged>(walk, locals, table, &mut env, plan)
             }
@@ -784,17 +820,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cut_is_the_first_ordered_slot_in_execution_order() {
+    fn the_ordered_span_runs_from_the_first_to_the_last_ordered_slot() {
         // Four layers: slots 0..4 are the before-stages, outermost first;
         // slots 4..8 the after-stages, innermost first (layer k at 7 - k).
-        assert_eq!(cut_slot(4, 0, 0), usize::MAX);
-        assert_eq!(cut_slot(4, 0b0100, 0b0001), 2);
-        assert_eq!(cut_slot(4, 0b1100, 0), 2);
+        let none = (usize::MAX, usize::MAX);
+        assert_eq!(ordered_slots(4, 0, 0), none);
+        assert_eq!(ordered_slots(4, 0b0100, 0b0001), (2, 8));
+        assert_eq!(ordered_slots(4, 0b1100, 0), (2, 4));
+        assert_eq!(ordered_slots(4, 0b0010, 0), (1, 2));
         // Only after-stages ordered: the innermost of them runs first.
-        assert_eq!(cut_slot(4, 0, 0b0001), 7);
-        assert_eq!(cut_slot(4, 0, 0b0101), 5);
-        assert_eq!(cut_slot(4, 0, 0b1000), 4);
-        assert_eq!(cut_slot(65, 1, 0), usize::MAX);
+        assert_eq!(ordered_slots(4, 0, 0b0001), (7, 8));
+        assert_eq!(ordered_slots(4, 0, 0b0101), (5, 8));
+        assert_eq!(ordered_slots(4, 0, 0b1000), (4, 5));
+        assert_eq!(ordered_slots(4, 0b0001, 0b0100), (0, 6));
+        assert_eq!(ordered_slots(65, 1, 0), none);
     }
 
     #[test]
@@ -803,13 +842,14 @@ mod tests {
         let par = || stage::parallel("p", (), |_: (), _: &mut RowCtl| {});
         let seq = || stage::sequential("s", (), 0u64, |_: &mut u64, _: (), _: &mut RowCtl| {});
         let c = crate::chain![after(par()), before(par()), around(seq(), par()), before(par())];
-        fn cut<L: Layers>(_: &Chain<L>) -> usize {
-            L::CUT
+        fn cut<L: Layers>(_: &Chain<L>) -> (usize, usize) {
+            (L::CUT, L::CUT_END)
         }
-        assert_eq!(cut(&c), 2);
+        assert_eq!(cut(&c), (2, 3));
         let c = crate::chain![after(seq()), before(par()), after(seq())];
-        // Slots: 0..3 before, 3..6 after; layer 2's after is slot 3.
-        assert_eq!(cut(&c), 3);
-        assert_eq!(cut(&crate::chain![before(par()), after(par())]), usize::MAX);
+        // Slots: 0..3 before, 3..6 after; layer 2's after is slot 3, layer
+        // 0's slot 5.
+        assert_eq!(cut(&c), (3, 6));
+        assert_eq!(cut(&crate::chain![before(par()), after(par())]), (usize::MAX, usize::MAX));
     }
 }

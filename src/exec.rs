@@ -481,22 +481,40 @@ impl RunCtx<'_> {
     /// cut out of one fused loop joined again: what the serial plan runs.
     /// For a run that holds the turns of the segment's ordered groups.
     fn run_joined(&self, seg: &Segment, w: &mut Worker, arena: &Bump, start: usize, len: usize) {
-        let groups = &self.plan.groups[seg.groups.clone()];
-        let mut i = 0;
-        while i < groups.len() {
-            let (unit, mut slots) = (groups[i].unit, groups[i].slots.clone());
-            let first = seg.groups.start + i == 0;
-            i += 1;
-            // A parallel plan cuts a fused unit only before an ordered step,
-            // so consecutive groups of one unit are consecutive slots.
-            while self.p.units[unit].fused()
-                && groups.get(i).is_some_and(|g| g.unit == unit && g.slots.start == slots.end)
-            {
-                slots.end = groups[i].slots.end;
-                i += 1;
-            }
-            self.run_slots(unit, slots, first, w, arena, start, len);
+        for (groups, unit, slots) in self.joins(seg.groups.clone(), true) {
+            self.run_slots(unit, slots, groups.start == 0, w, arena, start, len);
         }
+    }
+
+    /// `groups` with (when `join`) the consecutive groups a parallel plan cut
+    /// out of one fused loop joined again: each item is the groups it joins,
+    /// their unit and their slots.
+    fn joins(
+        &self,
+        groups: Range<usize>,
+        join: bool,
+    ) -> impl Iterator<Item = (Range<usize>, usize, Range<usize>)> + '_ {
+        let all = &self.plan.groups;
+        let mut gi = groups.start;
+        std::iter::from_fn(move || {
+            let first = all.get(gi).filter(|_| gi < groups.end)?;
+            let (unit, mut slots) = (first.unit, first.slots.clone());
+            let from = gi;
+            gi += 1;
+            // A parallel plan cuts a fused unit only where its ordered span
+            // begins and ends, so consecutive groups of one unit are
+            // consecutive slots.
+            while join
+                && self.p.units[unit].fused()
+                && gi < groups.end
+                && all[gi].unit == unit
+                && all[gi].slots.start == slots.end
+            {
+                slots.end = all[gi].slots.end;
+                gi += 1;
+            }
+            Some((from..gi, unit, slots))
+        })
     }
 
     /// Runs a segment on the calling thread: chunk-major, so a chunk stays
@@ -568,14 +586,21 @@ impl RunCtx<'_> {
                 }
             }
             let (start, rows) = chunk_range(k, chunk_rows, len);
-            for gi in split..seg.groups.end {
-                let ordered = turn(gi);
-                if let (Some(t), 0) = (ordered, k) {
-                    t.turns.wait(gi, t.index);
+            // From the first ordered group on, the groups of one fused loop
+            // run joined: the turn is held until the last chunk anyway, so
+            // cutting after the ordered span would only cost a pass.
+            for (groups, unit, slots) in self.joins(split..seg.groups.end, may_join) {
+                let turns = || groups.clone().filter_map(|gi| Some((turn(gi)?, gi)));
+                if k == 0 {
+                    turns().for_each(|(t, gi)| t.turns.wait(gi, t.index));
                 }
-                self.run_group(gi, w, arena, start, rows);
-                if let Some(t) = ordered.filter(|_| k + 1 == n) {
-                    t.turns.pass(gi, t.index);
+                if groups.len() == 1 {
+                    self.run_group(groups.start, w, arena, start, rows);
+                } else {
+                    self.run_slots(unit, slots, groups.start == 0, w, arena, start, rows);
+                }
+                if k + 1 == n {
+                    turns().for_each(|(t, gi)| t.turns.pass(gi, t.index));
                 }
             }
             held = true;

@@ -110,10 +110,23 @@ impl Plan {
             matches!(s.meta.kind, Kind::WholeBatch | Kind::Async)
                 || (parallel && s.meta.uses.iter().any(|f| f.cold && f.write))
         };
+        let is_ordered = |s: &Step| matches!(s.meta.kind, Kind::Sequential | Kind::WholeBatch);
+        // Per unit, the slots from its first ordered step to its last: in a
+        // parallel plan, the part of a fused loop that must see chunks in
+        // order. The steps before and after it run on any chunk.
+        let mut ordered_span = vec![(usize::MAX, 0); units.len()];
+        for s in steps.iter().filter(|s| is_ordered(s)) {
+            let span = &mut ordered_span[s.unit];
+            *span = (span.0.min(s.slot), span.1.max(s.slot));
+        }
+        let in_span = |s: &Step| {
+            let (first, last) = ordered_span[s.unit];
+            first <= s.slot && s.slot <= last
+        };
         let mut groups: Vec<Group> = Vec::new();
         let mut segments: Vec<Segment> = Vec::new();
         for (i, step) in steps.iter().enumerate() {
-            let ordered = matches!(step.meta.kind, Kind::Sequential | Kind::WholeBatch);
+            let ordered = if parallel { in_span(step) } else { is_ordered(step) };
             let fused = units[step.unit].fused();
             let extend = groups.last().is_some_and(|g| {
                 let prev = &steps[g.steps.end - 1];
@@ -121,18 +134,15 @@ impl Plan {
                     && fused
                     && !barrier(prev)
                     && !barrier(step)
-                    // In a parallel plan a fused loop splits before an
-                    // ordered step, so the steps before it run on any chunk
-                    // in parallel, but not after it: the steps that follow
-                    // join the ordered group. Each split costs a pass over
-                    // the chunk, and fusion is worth more than running the
-                    // tail in parallel (gateway-8 on one thread, session 4:
-                    // 12.0-13.7 ns/row cut once, 16.4-16.8 cut twice, 8 uncut;
-                    // two threads were no faster cut twice). The chain's type
-                    // knows this cut (`chain::Head`/`Tail`), so its two parts
-                    // compile without per-step range tests (session 5: 9.4
-                    // ns/row cut once, 7.6 uncut).
-                    && (!parallel || g.ordered || !ordered)
+                    // In a parallel plan a fused loop splits where its
+                    // ordered span begins and where it ends, so the steps
+                    // outside it run on any chunk in parallel and the
+                    // ordered group holds as little as it can. Each cut
+                    // costs a pass over the chunk; the chain's type knows
+                    // both cuts (`chain::Head`/`Mid`/`Tail`), so its parts
+                    // compile without per-step range tests (gateway-8 on one
+                    // thread, session 5: 9.4 ns/row cut once, 7.6 uncut).
+                    && (!parallel || in_span(prev) == ordered)
             });
             if extend {
                 let g = groups.last_mut().expect("checked");

@@ -766,9 +766,17 @@ fn explain_shows_segments_groups_stages_and_parallelism() {
         assert!(serial.contains(want), "missing {want:?} in\n{serial}");
     }
     let parallel = gw.pipeline.parallel_plan().explain(gw.pipeline.schema());
-    for want in
-        ["plan (parallel", "group 1: fused loop", "in row order", "in parallel: any chunk on any worker"]
-    {
+    // Cut where the quota's ordered span begins and ends: the quota alone
+    // in row order, the stages on either side on any chunk.
+    for want in [
+        "plan (parallel",
+        "3 groups",
+        "group 1: own pass",
+        "before d6   quota",
+        "in row order",
+        "group 2: fused loop: one loop body runs its 3 stages",
+        "in parallel: any chunk on any worker",
+    ] {
         assert!(parallel.contains(want), "missing {want:?} in\n{parallel}");
     }
     let all = gw.pipeline.explain();
