@@ -240,11 +240,6 @@ pub struct Mid<L>(PhantomData<L>);
 #[doc(hidden)]
 pub struct Tail<L>(PhantomData<L>);
 
-/// [`Mid`] and [`Tail`] joined: what a run in turn walks once it holds the
-/// ordered group's turn.
-#[doc(hidden)]
-pub struct Rest<L>(PhantomData<L>);
-
 /// The slots of the plan's range, tested per step.
 #[doc(hidden)]
 pub struct Ranged;
@@ -274,13 +269,6 @@ impl<L: Layers> Span for Tail<L> {
     #[inline(always)]
     fn runs(_: RowPlan, slot: usize, _: usize) -> bool {
         slot >= L::CUT_END
-    }
-}
-
-impl<L: Layers> Span for Rest<L> {
-    #[inline(always)]
-    fn runs(_: RowPlan, slot: usize, _: usize) -> bool {
-        slot >= L::CUT
     }
 }
 
@@ -696,8 +684,6 @@ impl<L: Layers> Chain<L> {
                 self.walk::<Mid<L>>(walk, locals, table, &mut env, plan)
             } else if known && runs == part(L::CUT_END, usize::MAX) {
                 self.walk::<Tail<L>>(walk, locals, table, &mut env, plan)
-            } else if known && runs == part(L::CUT, usize::MAX) {
-                self.walk::<Rest<L>>(walk, locals, table, &mut env, plan)
             } else {
                 self.walk::<Ranged>(walk, locals, table, &mut env, plan)
             }

@@ -477,151 +477,84 @@ impl RunCtx<'_> {
         p.units[unit].run(slots, &mut *w.locals[unit], &mut run, &p.names[unit]);
     }
 
-    /// Runs every group of `seg` on one chunk, the groups a parallel plan
-    /// cut out of one fused loop joined again: what the serial plan runs.
-    /// For a run that holds the turns of the segment's ordered groups.
-    fn run_joined(&self, seg: &Segment, w: &mut Worker, arena: &Bump, start: usize, len: usize) {
-        for (groups, unit, slots) in self.joins(seg.groups.clone(), true) {
-            self.run_slots(unit, slots, groups.start == 0, w, arena, start, len);
+    /// Runs `groups` on one chunk (`(start, rows)`), in order.
+    fn run_groups(&self, groups: Range<usize>, w: &mut Worker, arena: &Bump, (start, rows): (usize, usize)) {
+        for gi in groups {
+            self.run_group(gi, w, arena, start, rows);
         }
-    }
-
-    /// `groups` with (when `join`) the consecutive groups a parallel plan cut
-    /// out of one fused loop joined again: each item is the groups it joins,
-    /// their unit and their slots.
-    fn joins(
-        &self,
-        groups: Range<usize>,
-        join: bool,
-    ) -> impl Iterator<Item = (Range<usize>, usize, Range<usize>)> + '_ {
-        let all = &self.plan.groups;
-        let mut gi = groups.start;
-        std::iter::from_fn(move || {
-            let first = all.get(gi).filter(|_| gi < groups.end)?;
-            let (unit, mut slots) = (first.unit, first.slots.clone());
-            let from = gi;
-            gi += 1;
-            // A parallel plan cuts a fused unit only where its ordered span
-            // begins and ends, so consecutive groups of one unit are
-            // consecutive slots.
-            while join
-                && self.p.units[unit].fused()
-                && gi < groups.end
-                && all[gi].unit == unit
-                && all[gi].slots.start == slots.end
-            {
-                slots.end = all[gi].slots.end;
-                gi += 1;
-            }
-            Some((from..gi, unit, slots))
-        })
     }
 
     /// Runs a segment on the calling thread: chunk-major, so a chunk stays
     /// in cache across every group of the segment. In turn, an ordered group
     /// waits for the run before to leave it before its first chunk (running
-    /// ahead meanwhile) and lets the run after in after its last.
+    /// the groups before it ahead meanwhile) and lets the run after in after
+    /// its last; the groups after the last ordered one run after that.
     fn run_serial(&self, seg: &Segment, w: &mut Worker, arena: &Bump) -> usize {
         let len = self.table.len;
         let chunk_rows = if seg.barrier { len.max(1) } else { self.plan.chunk_rows };
         let n = len.div_ceil(chunk_rows);
         if self.turn.is_none() {
             for k in 0..n {
-                let (start, rows) = chunk_range(k, chunk_rows, len);
-                for gi in seg.groups.clone() {
-                    self.run_group(gi, w, arena, start, rows);
-                }
+                self.run_groups(seg.groups.clone(), w, arena, chunk_range(k, chunk_rows, len));
             }
             return n;
         }
         let turn = |gi: usize| self.turn.filter(|_| self.plan.groups[gi].ordered);
+        // The ordered span: from the first ordered group to the last, the
+        // groups whose turns the run takes from the run before and passes
+        // to the run after.
+        let first = seg.groups.clone().find(|&gi| turn(gi).is_some());
+        let last = seg.groups.clone().rev().find(|&gi| turn(gi).is_some());
+        let (Some(first), Some(last)) = (first, last) else {
+            for k in 0..n {
+                self.run_groups(seg.groups.clone(), w, arena, chunk_range(k, chunk_rows, len));
+            }
+            return n;
+        };
         if n == 0 {
-            // No chunk to carry the turn: pass it on straight away.
-            for gi in seg.groups.clone() {
+            // No chunk to carry the turns: pass them on straight away.
+            for gi in first..=last {
                 if let Some(t) = turn(gi) {
                     t.turns.wait(gi, t.index);
                     t.turns.pass(gi, t.index);
                 }
             }
+            return 0;
         }
-        // While the run before still holds the first ordered group, run the
+        let before = seg.groups.start..first;
+        // While the run before still holds the span's first group, run the
         // groups before it on the chunks ahead instead of waiting: a large
         // batch would otherwise idle until the previous one is done.
-        let first_ordered = seg.groups.clone().find(|&gi| turn(gi).is_some());
-        let split = first_ordered.unwrap_or(seg.groups.end);
-        let run_before_split = |k: usize, w: &mut Worker| {
-            let (start, rows) = chunk_range(k, chunk_rows, len);
-            for gi in seg.groups.start..split {
-                self.run_group(gi, w, arena, start, rows);
-            }
-        };
-        // Once the run holds the turns of every ordered group here, a chunk
-        // nothing has run on yet takes all the groups joined into one fused
-        // loop, as the serial plan would: the cut only pays while waiting.
-        // (Not while profiling, which times each group of the plan.)
-        let mut held = false;
-        let may_join = first_ordered.is_some() && !self.prof;
-        // Chunks `..ahead` have run the groups before `split`.
-        let mut ahead = 0;
+        self.run_groups(before.clone(), w, arena, chunk_range(0, chunk_rows, len));
+        let mut ahead = 1;
+        let t = turn(first).expect("an ordered group");
+        while ahead < n && !t.turns.ready(first, t.index) {
+            self.run_groups(before.clone(), w, arena, chunk_range(ahead, chunk_rows, len));
+            ahead += 1;
+        }
         for k in 0..n {
-            if may_join && k == ahead && (held || self.turns_ready(seg)) {
-                let (start, rows) = chunk_range(k, chunk_rows, len);
-                // Ready is taken: only this run may pass these turns on.
-                held = true;
-                self.run_joined(seg, w, arena, start, rows);
-                ahead += 1;
-                if k + 1 == n {
-                    self.for_each_turn(seg, |t, gi| t.turns.pass(gi, t.index));
-                }
-                continue;
-            }
+            let chunk = chunk_range(k, chunk_rows, len);
             if k == ahead {
-                run_before_split(k, w);
+                self.run_groups(before.clone(), w, arena, chunk);
                 ahead += 1;
             }
-            if let (Some(t), 0) = (first_ordered.and_then(turn), k) {
-                while !t.turns.ready(split, t.index) && ahead < n {
-                    run_before_split(ahead, w);
-                    ahead += 1;
+            for gi in first..=last {
+                let ordered = turn(gi);
+                if let (Some(t), 0) = (ordered, k) {
+                    t.turns.wait(gi, t.index);
+                }
+                self.run_group(gi, w, arena, chunk.0, chunk.1);
+                if let Some(t) = ordered.filter(|_| k + 1 == n) {
+                    t.turns.pass(gi, t.index);
                 }
             }
-            let (start, rows) = chunk_range(k, chunk_rows, len);
-            // From the first ordered group on, the groups of one fused loop
-            // run joined: the turn is held until the last chunk anyway, so
-            // cutting after the ordered span would only cost a pass.
-            for (groups, unit, slots) in self.joins(split..seg.groups.end, may_join) {
-                let turns = || groups.clone().filter_map(|gi| Some((turn(gi)?, gi)));
-                if k == 0 {
-                    turns().for_each(|(t, gi)| t.turns.wait(gi, t.index));
-                }
-                if groups.len() == 1 {
-                    self.run_group(groups.start, w, arena, start, rows);
-                } else {
-                    self.run_slots(unit, slots, groups.start == 0, w, arena, start, rows);
-                }
-                if k + 1 == n {
-                    turns().for_each(|(t, gi)| t.turns.pass(gi, t.index));
-                }
-            }
-            held = true;
+        }
+        // The groups after the span run once its turns are passed on, so the
+        // run after overlaps them instead of waiting for them.
+        for k in 0..n {
+            self.run_groups(last + 1..seg.groups.end, w, arena, chunk_range(k, chunk_rows, len));
         }
         n
-    }
-
-    /// Calls `f` with the run's turn for each ordered group of `seg`.
-    fn for_each_turn(&self, seg: &Segment, mut f: impl FnMut(Turn<'_>, usize)) {
-        if let Some(t) = self.turn {
-            for gi in seg.groups.clone().filter(|&gi| self.plan.groups[gi].ordered) {
-                f(t, gi);
-            }
-        }
-    }
-
-    /// Whether the run before this one has left every ordered group of `seg`.
-    fn turns_ready(&self, seg: &Segment) -> bool {
-        let mut ready = true;
-        self.for_each_turn(seg, |t, gi| ready &= t.turns.ready(gi, t.index));
-        ready
     }
 
     /// Runs a segment over a rayon pool. When the segment holds a

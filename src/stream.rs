@@ -58,14 +58,15 @@
 //! other cores, and the state it carries ends as after one single-threaded
 //! run over the concatenated input.
 //!
-//! Running in turn needs the fused loop cut before the ordered stage, which
-//! costs a pass over each chunk. The cut is only taken while it pays: once
-//! a run holds the turns of a segment's ordered groups (from its first
-//! chunk on, or from the start when the run before has already left them),
-//! each chunk it has not started yet runs the loop whole again. A batch of
-//! one chunk that has to wait still runs cut, so for a tightly fused chain
-//! in small batches on few cores one worker (`workers(1)`, the whole chain
-//! in one loop) can be as fast. BENCHMARKS.md §8 has both on gateway-8.
+//! Running in turn runs the parallel plan, which cuts a fused loop where its
+//! ordered span begins and where it ends (for gateway-8: the quota stage
+//! alone). A run passes the turns on after its last chunk has left the
+//! span, and only then runs the groups after it, so the next batch's quota
+//! overlaps this batch's after-stages. Each cut costs a pass over the chunk
+//! (the chain's type knows where it is cut, so the parts compile as tight
+//! as the whole loop otherwise); for a tightly fused chain in small batches
+//! on few cores one worker (`workers(1)`, the whole chain in one loop) can
+//! be as fast. BENCHMARKS.md §8 has both on gateway-8.
 //!
 //! A pipeline with async stages ([`stage::fetch`](crate::stage::fetch)) runs
 //! the same way: each worker awaits its batch's futures on its own thread

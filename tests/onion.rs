@@ -748,9 +748,8 @@ fn check(case: &Case, modes: &[Mode]) -> Result<(), TestCaseError> {
             prop_assert_eq!(got_sorted, want_sorted, "states ({:?}, threads {})", mode, threads);
         }
     }
-    // A batch whose turns are free when it starts runs its chains joined
-    // again, which is most of them here; profiling keeps them cut, so the
-    // cut groups run in turn and ahead.
+    // Streamed twice: profiling off, and on (each group then also counts
+    // and times its rows).
     check_streamed(case, &ls, &expected, false)?;
     check_streamed(case, &ls, &expected, true)
 }
