@@ -37,7 +37,7 @@
 //! Stages that share a field share its column pointer in that loop when
 //! they declare it with [`ReadAt`](crate::ReadAt) /
 //! [`WriteAt`](crate::WriteAt) over a [`Pinned`](crate::Pinned) field
-//! (`gateway8`: 1.22-1.28x the hand loop instead of 1.33-1.42x, BENCHMARKS.md §1).
+//! (`gateway8`: 1.11-1.16x the hand loop instead of 1.21-1.27x, BENCHMARKS.md §1).
 
 use std::any::Any;
 use std::cell::Cell;
