@@ -493,19 +493,13 @@ impl RunCtx<'_> {
         let len = self.table.len;
         let chunk_rows = if seg.barrier { len.max(1) } else { self.plan.chunk_rows };
         let n = len.div_ceil(chunk_rows);
-        if self.turn.is_none() {
-            for k in 0..n {
-                self.run_groups(seg.groups.clone(), w, arena, chunk_range(k, chunk_rows, len));
-            }
-            return n;
-        }
         let turn = |gi: usize| self.turn.filter(|_| self.plan.groups[gi].ordered);
-        // The ordered span: from the first ordered group to the last, the
-        // groups whose turns the run takes from the run before and passes
-        // to the run after.
-        let first = seg.groups.clone().find(|&gi| turn(gi).is_some());
+        // The ordered span (in turn): from the first ordered group to the
+        // last, the groups whose turns the run takes from the run before and
+        // passes to the run after.
+        let first = seg.groups.clone().find_map(|gi| Some((gi, turn(gi)?)));
         let last = seg.groups.clone().rev().find(|&gi| turn(gi).is_some());
-        let (Some(first), Some(last)) = (first, last) else {
+        let (Some((first, t)), Some(last)) = (first, last) else {
             for k in 0..n {
                 self.run_groups(seg.groups.clone(), w, arena, chunk_range(k, chunk_rows, len));
             }
@@ -527,7 +521,6 @@ impl RunCtx<'_> {
         // batch would otherwise idle until the previous one is done.
         self.run_groups(before.clone(), w, arena, chunk_range(0, chunk_rows, len));
         let mut ahead = 1;
-        let t = turn(first).expect("an ordered group");
         while ahead < n && !t.turns.ready(first, t.index) {
             self.run_groups(before.clone(), w, arena, chunk_range(ahead, chunk_rows, len));
             ahead += 1;

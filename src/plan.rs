@@ -34,8 +34,10 @@ pub struct Group {
     pub steps: Range<usize>,
     /// Whether one loop body runs all of its steps.
     pub fused: bool,
-    /// Whether it holds a sequential or whole-batch stage (chunks must come
-    /// in row order, runs in submission order).
+    /// Whether chunks must come to it in row order (and runs in submission
+    /// order). In a parallel plan: whether it lies in its unit's ordered
+    /// span, from the unit's first sequential or whole-batch step to its
+    /// last. In the serial plan: whether its first step is one.
     pub ordered: bool,
 }
 
