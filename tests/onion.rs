@@ -886,6 +886,27 @@ fn template(
                 ]);
             (ls, b)
         }
+        3 => {
+            // chain![before(P), around(S, P), before(P), after(R)]: the slots
+            // right before and right after the ordered span both hold a
+            // stage, so a parallel plan's three parts are all non-empty.
+            let ls = vec![
+                l(Some(s(0, "p0", Par)), None),
+                l(Some(s(1, "s1", Seq)), Some(s(2, "p1", Par))),
+                l(Some(s(3, "p2", Par)), None),
+                l(None, Some(s(4, "r3", Red))),
+            ];
+            let b = b.chain(mware::chain![
+                before(row_par(f, ls[0].before.as_ref().unwrap())),
+                around(
+                    row_seq(f, ls[1].before.as_ref().unwrap(), p),
+                    row_par(f, ls[1].after.as_ref().unwrap())
+                ),
+                before(row_par(f, ls[2].before.as_ref().unwrap())),
+                after(row_red(f, ls[3].after.as_ref().unwrap(), p)),
+            ]);
+            (ls, b)
+        }
         _ => {
             // chain![after(S), after(P), before(S), before(P), around(P, P), before(R)]
             let ls = vec![
@@ -915,26 +936,51 @@ proptest! {
 
     #[test]
     fn library_stages_in_static_chains_match_the_reference(
-        t in 0usize..3,
+        t in 0usize..4,
         g in proptest::collection::vec(stage_gen(), 7),
-        batches in proptest::collection::vec((batch_rows(), any::<u64>()), 1..=2),
+        batches in proptest::collection::vec((batch_rows(), any::<u64>()), 1..=3),
         chunk_rows in prop_oneof![Just(None), Just(Some(1usize)), Just(Some(3)), Just(Some(7)), Just(Some(64))],
-        threads in prop_oneof![Just(1usize), Just(2)],
+        // 0: through a stream runner with three workers (the parallel plan,
+        // the ordered span taking the batches in turn).
+        threads in prop_oneof![Just(1usize), Just(2), Just(0)],
     ) {
         quiet_panics();
         let (schema, f) = test_schema();
         let mut probes = Vec::new();
         let (ls, pipeline) = template(t, &g, &schema, &f, |b| {
-            let b = b.threads(threads).min_parallel_work(if threads > 1 { 0 } else { usize::MAX });
+            let b = b.threads(threads.max(1)).min_parallel_work(if threads > 1 { 0 } else { usize::MAX });
             match chunk_rows { Some(n) => b.chunk_rows(n), None => b }
         }, &mut probes);
         let expected = reference(&ls, &batches);
-        let mut batch = Batch::new(&schema);
-        for (bi, &(rows, seed)) in batches.iter().enumerate() {
-            fill_batch(&mut batch, &f, seed, rows);
-            pipeline.run(&mut batch).expect("run");
-            for (row, want) in expected.batches[bi].iter().enumerate() {
-                prop_assert_eq!(&req_of(&batch, &f, row), want, "row {} of batch {}\n{}", row, bi, pipeline.explain());
+        if threads == 0 {
+            let runner = StreamRunner::builder(pipeline).workers(3).capacity(2).build().expect("runner");
+            let mut consumer = runner.consumer().expect("consumer");
+            let producer = runner.producer();
+            let input = batches.clone();
+            let feeder = std::thread::spawn(move || {
+                for (rows, seed) in input {
+                    let mut batch = producer.batch();
+                    fill_batch(&mut batch, &f, seed, rows);
+                    producer.submit(batch).expect("submit");
+                }
+            });
+            for (bi, want) in expected.batches.iter().enumerate() {
+                let done = consumer.recv().expect("every batch comes back");
+                prop_assert_eq!(done.seq, bi as u64);
+                for (row, want) in want.iter().enumerate() {
+                    prop_assert_eq!(&req_of(&done, &f, row), want, "row {} of batch {} (streamed)", row, bi);
+                }
+            }
+            feeder.join().expect("feeder");
+            runner.close();
+        } else {
+            let mut batch = Batch::new(&schema);
+            for (bi, &(rows, seed)) in batches.iter().enumerate() {
+                fill_batch(&mut batch, &f, seed, rows);
+                pipeline.run(&mut batch).expect("run");
+                for (row, want) in expected.batches[bi].iter().enumerate() {
+                    prop_assert_eq!(&req_of(&batch, &f, row), want, "row {} of batch {}\n{}", row, bi, pipeline.explain());
+                }
             }
         }
         let mut got: Vec<(String, u64)> = probes.iter().map(|p| (p.name.clone(), (p.read)())).collect();
