@@ -485,10 +485,11 @@ impl RunCtx<'_> {
     }
 
     /// Runs a segment on the calling thread: chunk-major, so a chunk stays
-    /// in cache across every group of the segment. In turn, an ordered group
-    /// waits for the run before to leave it before its first chunk (running
-    /// the groups before it ahead meanwhile) and lets the run after in after
-    /// its last; the groups after the last ordered one run after that.
+    /// in cache across every group of the segment. In turn, in three phases
+    /// over the chunks: the groups before the ordered span; the span, each
+    /// ordered group waiting for the run before to leave it before its
+    /// first chunk and letting the run after in after its last; the groups
+    /// after the span.
     fn run_serial(&self, seg: &Segment, w: &mut Worker, arena: &Bump) -> usize {
         let len = self.table.len;
         let chunk_rows = if seg.barrier { len.max(1) } else { self.plan.chunk_rows };
@@ -497,9 +498,9 @@ impl RunCtx<'_> {
         // The ordered span (in turn): from the first ordered group to the
         // last, the groups whose turns the run takes from the run before and
         // passes to the run after.
-        let first = seg.groups.clone().find_map(|gi| Some((gi, turn(gi)?)));
+        let first = seg.groups.clone().find(|&gi| turn(gi).is_some());
         let last = seg.groups.clone().rev().find(|&gi| turn(gi).is_some());
-        let (Some((first, t)), Some(last)) = (first, last) else {
+        let (Some(first), Some(last)) = (first, last) else {
             for k in 0..n {
                 self.run_groups(seg.groups.clone(), w, arena, chunk_range(k, chunk_rows, len));
             }
@@ -515,22 +516,15 @@ impl RunCtx<'_> {
             }
             return 0;
         }
-        let before = seg.groups.start..first;
-        // While the run before still holds the span's first group, run the
-        // groups before it on the chunks ahead instead of waiting: a large
-        // batch would otherwise idle until the previous one is done.
-        self.run_groups(before.clone(), w, arena, chunk_range(0, chunk_rows, len));
-        let mut ahead = 1;
-        while ahead < n && !t.turns.ready(first, t.index) {
-            self.run_groups(before.clone(), w, arena, chunk_range(ahead, chunk_rows, len));
-            ahead += 1;
+        // The groups before the span run on every chunk first, while the
+        // run before may still hold the span: this run then holds the span's
+        // turns only while it runs the span itself, and the run after waits
+        // as little as it can.
+        for k in 0..n {
+            self.run_groups(seg.groups.start..first, w, arena, chunk_range(k, chunk_rows, len));
         }
         for k in 0..n {
             let chunk = chunk_range(k, chunk_rows, len);
-            if k == ahead {
-                self.run_groups(before.clone(), w, arena, chunk);
-                ahead += 1;
-            }
             for gi in first..=last {
                 let ordered = turn(gi);
                 if let (Some(t), 0) = (ordered, k) {

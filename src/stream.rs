@@ -52,11 +52,12 @@
 //! hold a sequential or whole-batch stage, see
 //! [`Plan::groups`](crate::Plan::groups)) take the batches in turn:
 //! batch `k + 1` enters the quota stage after batch `k` left it, while its
-//! parallel stages already run beside batch `k`'s sequential one; while it
-//! waits for its turn, a worker runs the groups before the ordered one on
-//! its batch's later chunks. So a sequential stage no longer idles the
-//! other cores, and the state it carries ends as after one single-threaded
-//! run over the concatenated input.
+//! parallel stages already run beside batch `k`'s sequential one: a worker
+//! runs the groups before the ordered span on all of its batch's chunks
+//! first, so it holds the span's turn only while it runs the span itself.
+//! So a sequential stage no longer idles the other cores, and the state it
+//! carries ends as after one single-threaded run over the concatenated
+//! input.
 //!
 //! Running in turn runs the parallel plan, which cuts a fused loop where its
 //! ordered span begins and where it ends (for gateway-8: the quota stage

@@ -67,11 +67,6 @@ impl Turns {
         }
     }
 
-    /// Whether run `index` may enter `group` now.
-    pub(crate) fn ready(&self, group: usize, index: u64) -> bool {
-        self.current(group) == index
-    }
-
     fn current(&self, group: usize) -> u64 {
         self.next[group].load(Ordering::Acquire)
     }
