@@ -440,41 +440,26 @@ struct RunCtx<'r> {
 }
 
 impl RunCtx<'_> {
+    /// Runs group `gi` on one chunk. The plan's first group sees the rows as
+    /// the run began: all live, when they came in so (a fresh chunk).
     fn run_group(&self, gi: usize, w: &mut Worker, arena: &Bump, start: usize, len: usize) {
-        let g = &self.plan.groups[gi];
+        let (p, g) = (self.p, &self.plan.groups[gi]);
         let t = self.prof.then(Instant::now);
-        self.run_slots(g.unit, g.slots.clone(), gi == 0, w, arena, start, len);
-        if let Some(t) = t {
-            w.group_time[gi] += t.elapsed();
-        }
-    }
-
-    /// Runs `slots` of `unit` on one chunk; `first` when they are the first
-    /// steps of the run's plan (so nothing has stopped a row since it began).
-    #[allow(clippy::too_many_arguments)]
-    fn run_slots(
-        &self,
-        unit: usize,
-        slots: Range<usize>,
-        first: bool,
-        w: &mut Worker,
-        arena: &Bump,
-        start: usize,
-        len: usize,
-    ) {
-        let p = self.p;
         let mut run = ChunkRun {
             table: self.table,
             start,
             len,
-            fresh: first && self.all_live,
-            depth_base: p.bases[unit],
+            fresh: gi == 0 && self.all_live,
+            depth_base: p.bases[g.unit],
             sel: &mut w.sel,
             errors: &mut w.errors,
             arena,
-            stats: if self.prof { Some(&mut w.stats[unit]) } else { None },
+            stats: if self.prof { Some(&mut w.stats[g.unit]) } else { None },
         };
-        p.units[unit].run(slots, &mut *w.locals[unit], &mut run, &p.names[unit]);
+        p.units[g.unit].run(g.slots.clone(), &mut *w.locals[g.unit], &mut run, &p.names[g.unit]);
+        if let Some(t) = t {
+            w.group_time[gi] += t.elapsed();
+        }
     }
 
     /// Runs `groups` on one chunk (`(start, rows)`), in order.

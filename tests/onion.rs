@@ -754,6 +754,38 @@ fn check(case: &Case, modes: &[Mode]) -> Result<(), TestCaseError> {
     check_streamed(case, &ls, &expected, true)
 }
 
+/// Streams `batches` through `pipeline` (three workers, results in order)
+/// and checks every row against `expected`; `what` labels a failure.
+fn stream_rows(
+    pipeline: Pipeline,
+    f: TestFields,
+    batches: &[(usize, u64)],
+    expected: &Expected,
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let runner = StreamRunner::builder(pipeline).workers(3).capacity(4).build().expect("runner");
+    let mut consumer = runner.consumer().expect("consumer");
+    let producer = runner.producer();
+    let batches = batches.to_vec();
+    let feeder = std::thread::spawn(move || {
+        for (rows, seed) in batches {
+            let mut batch = producer.batch();
+            fill_batch(&mut batch, &f, seed, rows);
+            producer.submit(batch).expect("submit");
+        }
+    });
+    for (bi, want) in expected.batches.iter().enumerate() {
+        let done = consumer.recv().expect("every batch comes back");
+        prop_assert_eq!(done.seq, bi as u64);
+        for (row, want) in want.iter().enumerate() {
+            prop_assert_eq!(&req_of(&done, &f, row), want, "row {} of batch {} ({})", row, bi, what);
+        }
+    }
+    feeder.join().expect("feeder");
+    runner.close();
+    Ok(())
+}
+
 /// The same batches through a stream runner: each batch runs on its
 /// worker's thread while the ordered groups take the batches in turn (and
 /// run ahead when they must wait).
@@ -766,27 +798,7 @@ fn check_streamed(
     let (schema, f) = test_schema();
     let (pipeline, probes) = build(&schema, &f, ls, Mode::Split, 1, case.chunk_rows, case.split);
     pipeline.set_profiling(profiling);
-    let runner = StreamRunner::builder(pipeline).workers(3).capacity(4).build().expect("runner");
-    let mut consumer = runner.consumer().expect("consumer");
-    let producer = runner.producer();
-    let batches = case.batches.clone();
-    let feeder = std::thread::spawn(move || {
-        for (rows, seed) in batches {
-            let mut batch = producer.batch();
-            fill_batch(&mut batch, &f, seed, rows);
-            producer.submit(batch).expect("submit");
-        }
-    });
-    for (bi, want) in expected.batches.iter().enumerate() {
-        let done = consumer.recv().expect("every batch comes back");
-        prop_assert_eq!(done.seq, bi as u64);
-        for (row, want) in want.iter().enumerate() {
-            let got = req_of(&done, &f, row);
-            prop_assert_eq!(&got, want, "row {} of batch {} (streamed, profiling {})", row, bi, profiling);
-        }
-    }
-    feeder.join().expect("feeder");
-    runner.close();
+    stream_rows(pipeline, f, &case.batches, expected, &format!("streamed, profiling {profiling}"))?;
     let mut got: Vec<(String, u64)> = probes.iter().map(|p| (p.name.clone(), (p.read)())).collect();
     got.sort();
     let mut want = expected.states.clone();
@@ -953,26 +965,7 @@ proptest! {
         }, &mut probes);
         let expected = reference(&ls, &batches);
         if threads == 0 {
-            let runner = StreamRunner::builder(pipeline).workers(3).capacity(2).build().expect("runner");
-            let mut consumer = runner.consumer().expect("consumer");
-            let producer = runner.producer();
-            let input = batches.clone();
-            let feeder = std::thread::spawn(move || {
-                for (rows, seed) in input {
-                    let mut batch = producer.batch();
-                    fill_batch(&mut batch, &f, seed, rows);
-                    producer.submit(batch).expect("submit");
-                }
-            });
-            for (bi, want) in expected.batches.iter().enumerate() {
-                let done = consumer.recv().expect("every batch comes back");
-                prop_assert_eq!(done.seq, bi as u64);
-                for (row, want) in want.iter().enumerate() {
-                    prop_assert_eq!(&req_of(&done, &f, row), want, "row {} of batch {} (streamed)", row, bi);
-                }
-            }
-            feeder.join().expect("feeder");
-            runner.close();
+            stream_rows(pipeline, f, &batches, &expected, "streamed")?;
         } else {
             let mut batch = Batch::new(&schema);
             for (bi, &(rows, seed)) in batches.iter().enumerate() {
