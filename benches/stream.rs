@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mware::gateway8::{Composition, Fields, GatewayPipeline};
-use mware::stream::StreamRunner;
+use mware::stream::{StreamRunner, StreamStats};
 use mware::{Batch, Pipeline, StateHandle};
 
 mod common;
@@ -60,8 +60,13 @@ impl Gw {
 }
 
 /// Runs every batch through a fresh stream runner, in order; returns the
-/// time from the first submit to the last receive.
-fn through_stream(pipeline: &Arc<Pipeline>, input: &mut Vec<Batch>, workers: Option<usize>) -> Duration {
+/// time from the first submit to the last receive, and the runner's
+/// counters.
+fn through_stream(
+    pipeline: &Arc<Pipeline>,
+    input: &mut Vec<Batch>,
+    workers: Option<usize>,
+) -> (Duration, StreamStats) {
     let builder = StreamRunner::builder(pipeline.clone()).capacity(8);
     let runner = match workers {
         Some(n) => builder.workers(n),
@@ -87,8 +92,7 @@ fn through_stream(pipeline: &Arc<Pipeline>, input: &mut Vec<Batch>, workers: Opt
         }
     });
     let elapsed = t.elapsed();
-    runner.close();
-    elapsed
+    (elapsed, runner.close())
 }
 
 /// One timed pass of `Pipeline::run` over every batch in turn.
@@ -102,8 +106,13 @@ fn time_run(gw: &Gw, fields: &Fields, input: &mut [Batch]) -> Duration {
     t.elapsed()
 }
 
-/// One timed pass through a fresh stream runner.
-fn time_stream(gw: &Gw, fields: &Fields, input: &mut Vec<Batch>, workers: Option<usize>) -> Duration {
+/// One timed pass through a fresh stream runner, and its counters.
+fn time_stream(
+    gw: &Gw,
+    fields: &Fields,
+    input: &mut Vec<Batch>,
+    workers: Option<usize>,
+) -> (Duration, StreamStats) {
     gw.reset();
     input.iter_mut().for_each(|b| reset(fields, b));
     through_stream(&gw.pipeline, input, workers)
@@ -130,7 +139,9 @@ fn bench(c: &mut Criterion) {
             });
             for &(w, n) in stream_variants(!suffix.is_empty()) {
                 group.bench_function(BenchmarkId::new(format!("stream{suffix}{w}"), batch), |b| {
-                    b.iter_custom(|iters| (0..iters).map(|_| time_stream(&gw, &fields, &mut input, n)).sum())
+                    b.iter_custom(|iters| {
+                        (0..iters).map(|_| time_stream(&gw, &fields, &mut input, n).0).sum()
+                    })
                 });
             }
         }
@@ -139,7 +150,9 @@ fn bench(c: &mut Criterion) {
 }
 
 /// `run` and the stream variants in alternating passes; prints median
-/// ms per 2^20 rows and the median per-round speed-up over `run`.
+/// ms per 2^20 rows and the median per-round speed-up over `run`, then
+/// where the stream workers' time went per batch (medians over the rounds,
+/// from `StreamStats`).
 fn paired(rounds: usize) {
     let (schema, fields) = Fields::schema();
     println!("paired, {rounds} rounds (ms per {ROWS} rows; speed-up over run in the same round):");
@@ -148,10 +161,22 @@ fn paired(rounds: usize) {
         for (suffix, composition) in [("", Composition::Static), ("_boxed", Composition::Boxed)] {
             let gw = Gw::build(&fields, &schema, composition);
             let variants = stream_variants(!suffix.is_empty());
+            // Per stream variant, per round: µs per batch in the run, waiting
+            // for turns, delivering, idle.
+            let mut split = vec![[const { Vec::new() }; 4]; variants.len()];
             let pass = |v: usize| {
                 let d = match v {
                     0 => time_run(&gw, &fields, &mut input),
-                    _ => time_stream(&gw, &fields, &mut input, variants[v - 1].1),
+                    _ => {
+                        let (d, st) = time_stream(&gw, &fields, &mut input, variants[v - 1].1);
+                        let us = |d: Duration| d.as_secs_f64() * 1e6 / st.processed.max(1) as f64;
+                        for (k, part) in
+                            [st.busy, st.turn_wait, st.delivering, st.idle].into_iter().enumerate()
+                        {
+                            split[v - 1][k].push(us(part));
+                        }
+                        d
+                    }
                 };
                 d.as_secs_f64() * 1e3
             };
@@ -162,6 +187,12 @@ fn paired(rounds: usize) {
                 line += &format!("  stream{suffix}{w} {:6.2} ({speedup:.2}x)", median(t[i + 1].clone()));
             }
             println!("{line}");
+            for ((w, _), parts) in variants.iter().zip(split) {
+                let [run, turns, delivering, idle] = parts.map(median);
+                println!(
+                    "          stream{suffix}{w}, worker time per batch: run {run:.1} us (of which turn waits {turns:.1}), delivering {delivering:.1} us, idle {idle:.1} us"
+                );
+            }
         }
     }
 }

@@ -38,6 +38,10 @@
 //! * **Faults.** A stage that panics fails only its rows (the executor
 //!   catches it); the runner keeps serving. Should a run itself panic, its
 //!   batch comes back with the panic as its report's error.
+//! * **Where the time goes.** [`StreamRunner::stats`] splits the workers'
+//!   time: running batches (`busy`, and the part of it spent waiting for
+//!   the batch before to leave an ordered stage, `turn_wait`), handing
+//!   results to the consumer (`delivering`) and waiting for work (`idle`).
 //! * **Shutdown.** [`StreamRunner::close`] (or dropping the runner) stops
 //!   accepting, runs every accepted batch, delivers it and joins the
 //!   workers; producers waiting for room get [`SubmitError::Closed`] back
@@ -361,7 +365,7 @@ impl StreamRunner {
 
     /// Counters so far.
     pub fn stats(&self) -> StreamStats {
-        self.shared.stats.snapshot()
+        self.shared.stats.snapshot(&self.shared.lane)
     }
 
     /// Every run's report so far, added up with
@@ -870,6 +874,16 @@ pub struct StreamStats {
     pub failed_runs: u64,
     /// Time spent inside `Pipeline::run`, summed over workers.
     pub busy: Duration,
+    /// The part of `busy` spent waiting for earlier batches to leave an
+    /// ordered group (see the module's "Pipelining"): the price of order.
+    pub turn_wait: Duration,
+    /// Time workers spent handing processed batches to the consumer: next
+    /// to nothing while it is reading, a wake-up (a system call, and on a
+    /// virtual machine often an interrupt to another core) when it sleeps.
+    pub delivering: Duration,
+    /// Time workers waited for a batch to run (producers slower than the
+    /// workers, or the stream empty).
+    pub idle: Duration,
 }
 
 #[derive(Default)]
@@ -881,10 +895,12 @@ struct Counters {
     failed_rows: AtomicU64,
     failed_runs: AtomicU64,
     busy_ns: AtomicU64,
+    delivering_ns: AtomicU64,
+    idle_ns: AtomicU64,
 }
 
 impl Counters {
-    fn snapshot(&self) -> StreamStats {
+    fn snapshot(&self, lane: &Lane) -> StreamStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StreamStats {
             submitted: get(&self.submitted),
@@ -894,6 +910,9 @@ impl Counters {
             failed_rows: get(&self.failed_rows),
             failed_runs: get(&self.failed_runs),
             busy: Duration::from_nanos(get(&self.busy_ns)),
+            turn_wait: lane.turns.as_ref().map_or(Duration::ZERO, Turns::waited),
+            delivering: Duration::from_nanos(get(&self.delivering_ns)),
+            idle: Duration::from_nanos(get(&self.idle_ns)),
         }
     }
 }
@@ -1114,12 +1133,17 @@ fn guard_run(run: impl FnOnce() -> Result<RunReport>) -> Result<RunReport> {
 }
 
 fn worker(shared: &Shared, jobs: &Receiver<Job>, done: &Sender<Done>) {
-    while let Ok(Job { index, seq, mut batch, credit }) = jobs.recv() {
+    let s = &shared.stats;
+    let add = |counter: &AtomicU64, since: Instant| {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    };
+    loop {
+        let waiting = Instant::now();
+        let Ok(Job { index, seq, mut batch, credit }) = jobs.recv() else { break };
+        add(&s.idle_ns, waiting);
         let started = Instant::now();
         let report = shared.lane.run(&shared.pipeline, index, &mut batch);
-        let busy = started.elapsed();
-        let s = &shared.stats;
-        s.busy_ns.fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        add(&s.busy_ns, started);
         s.processed.fetch_add(1, Ordering::Relaxed);
         s.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
         match &report {
@@ -1136,7 +1160,9 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, done: &Sender<Done>) {
         // Never blocks (results are bounded by the places in flight); fails
         // only when the consumer is gone, and then dropping the message
         // frees its place and recycles the batch.
+        let delivering = Instant::now();
         let _ = done.send(Done { index, processed, credit });
+        add(&s.delivering_ns, delivering);
     }
 }
 

@@ -27,6 +27,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use crate::plan::Plan;
 
@@ -42,6 +43,9 @@ pub(crate) struct Turns {
     /// (group, run) turns given up ahead of time by dropped runs; passed on
     /// as soon as they come (under `lock`).
     abandoned: Mutex<BTreeSet<(usize, u64)>>,
+    /// Nanoseconds runs spent waiting for a turn, summed (the clock is read
+    /// only when a turn is not free at once).
+    waited_ns: AtomicU64,
 }
 
 /// A run's place in a sequence of runs sharing [`Turns`].
@@ -64,6 +68,7 @@ impl Turns {
             turned: Condvar::new(),
             wakers: Mutex::new(Vec::new()),
             abandoned: Mutex::new(BTreeSet::new()),
+            waited_ns: AtomicU64::new(0),
         }
     }
 
@@ -71,8 +76,26 @@ impl Turns {
         self.next[group].load(Ordering::Acquire)
     }
 
+    /// Time runs have spent waiting for a turn so far, summed.
+    pub(crate) fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
+    }
+
+    fn add_wait(&self, since: Instant) {
+        self.waited_ns.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
     /// Waits until run `index` may enter `group`.
     pub(crate) fn wait(&self, group: usize, index: u64) {
+        if self.current(group) == index {
+            return;
+        }
+        let since = Instant::now();
+        self.wait_slow(group, index);
+        self.add_wait(since);
+    }
+
+    fn wait_slow(&self, group: usize, index: u64) {
         for spin in 0..SPINS {
             if self.current(group) == index {
                 return;
@@ -118,7 +141,7 @@ impl Turns {
     /// Resolves once run `index` may enter `group`, without blocking the
     /// thread (for runs driven as futures).
     pub(crate) fn turn(&self, group: usize, index: u64) -> TurnFuture<'_> {
-        TurnFuture { turns: self, group, index }
+        TurnFuture { turns: self, group, index, since: None }
     }
 
     /// Gives up run `index`'s turns at every ordered group of `plan` it has
@@ -146,24 +169,34 @@ pub(crate) struct TurnFuture<'t> {
     turns: &'t Turns,
     group: usize,
     index: u64,
+    /// When the first poll found the turn taken.
+    since: Option<Instant>,
 }
 
 impl Future for TurnFuture<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let t = self.turns;
+        let ready = |f: &Self| {
+            if let Some(since) = f.since {
+                t.add_wait(since);
+            }
+            Poll::Ready(())
+        };
         if t.current(self.group) == self.index {
-            return Poll::Ready(());
+            return ready(&self);
         }
         let mut wakers = t.wakers.lock().unwrap_or_else(|e| e.into_inner());
         // Checked again under the wakers' lock: `pass` stores the new turn
         // before it takes this lock to wake, so either the store is seen
         // here or the waker registered here is woken.
         if t.current(self.group) == self.index {
-            return Poll::Ready(());
+            drop(wakers);
+            return ready(&self);
         }
         wakers.push((self.group, cx.waker().clone()));
+        self.since.get_or_insert_with(Instant::now);
         Poll::Pending
     }
 }

@@ -582,3 +582,59 @@ fn producer_waiting_for_room_while_holding_a_ticket_is_woken() {
         feeder.join().unwrap();
     });
 }
+
+/// The stats split the workers' time: a run that finds the ordered stage
+/// still held by the batch before waits for its turn, and that wait is
+/// counted (inside the time spent running); one worker never waits.
+#[test]
+fn stats_count_the_time_batches_wait_for_their_turn() {
+    bounded(Duration::from_secs(60), || {
+        let (schema, f) = probe_schema();
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let seen = arrived.clone();
+        let arrive = stage::parallel("arrive", Read(f.id), move |_: &u64, _: &mut RowCtl| {
+            seen.fetch_add(1, Ordering::SeqCst);
+        });
+        // How many batches must have run `arrive` before batch 0 leaves
+        // `hold`: both with two workers, only itself with one.
+        let overlap = Arc::new(AtomicUsize::new(0));
+        let (first, needed) = (arrived.clone(), overlap.clone());
+        let hold = stage::sequential("hold", Read(f.id), (), move |_: &mut (), id: &u64, _: &mut RowCtl| {
+            if *id == 0 {
+                // Batch 0 holds the stage until batch 1 has run its first
+                // stage (so its run goes on to wait for this one), and then
+                // some.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while first.load(Ordering::SeqCst) < needed.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let p = Arc::new(Pipeline::builder(&schema).before(arrive).before(hold).threads(1).build().unwrap());
+        for workers in [2, 1] {
+            arrived.store(0, Ordering::SeqCst);
+            overlap.store(workers, Ordering::SeqCst);
+            let runner = StreamRunner::builder(p.clone()).workers(workers).build().unwrap();
+            let mut consumer = runner.consumer().unwrap();
+            for k in 0..2u64 {
+                let mut b = runner.batch();
+                b.resize(1);
+                b.column_mut(f.id).unwrap().fill(k);
+                runner.submit(b).unwrap();
+            }
+            for _ in 0..2 {
+                consumer.recv().unwrap();
+            }
+            let stats = runner.close();
+            assert_eq!(stats.processed, 2);
+            assert!(stats.busy >= Duration::from_millis(200), "{stats:?}");
+            if workers == 2 {
+                assert!(stats.turn_wait > Duration::ZERO, "batch 1 waited for batch 0: {stats:?}");
+                assert!(stats.turn_wait <= stats.busy, "{stats:?}");
+            } else {
+                assert_eq!(stats.turn_wait, Duration::ZERO, "one worker takes no turns: {stats:?}");
+            }
+        }
+    });
+}
