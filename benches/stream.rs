@@ -49,7 +49,21 @@ struct Gw {
 
 impl Gw {
     fn build(fields: &Fields, schema: &mware::Schema, composition: Composition) -> Gw {
-        let gw = GatewayPipeline::build(fields, schema, ROWS as u64, composition, |b| b).unwrap();
+        Gw::with_threads(fields, schema, composition, None)
+    }
+
+    /// With `threads` workers for each run (all cores when `None`).
+    fn with_threads(
+        fields: &Fields,
+        schema: &mware::Schema,
+        composition: Composition,
+        threads: Option<usize>,
+    ) -> Gw {
+        let configure = |b: mware::PipelineBuilder| match threads {
+            Some(n) => b.threads(n),
+            None => b,
+        };
+        let gw = GatewayPipeline::build(fields, schema, ROWS as u64, composition, configure).unwrap();
         Gw { pipeline: Arc::new(gw.pipeline), quota: gw.quota, metrics: gw.metrics }
     }
 
@@ -197,6 +211,53 @@ fn paired(rounds: usize) {
     }
 }
 
+/// What bounds the stream on gateway-8, measured with nothing else running:
+/// one batch's run on one thread with the serial plan (`run` with
+/// `threads(1)`) and in turn
+/// (the parallel plan, cut around the quota stage: a stream submitted one
+/// batch at a time, its `busy` time per batch), and the serial run alone
+/// against two of them at once on two threads (two pipelines over the two
+/// halves of the input), which shows whether the cores slow each other.
+fn bounds(rounds: usize) {
+    let (schema, fields) = Fields::schema();
+    println!("bounds, median of {rounds} rounds (us per batch):");
+    for batch in [4_096, 65_536] {
+        let mut input = batches(&fields, &schema, batch);
+        let one_thread = || Gw::with_threads(&fields, &schema, Composition::Static, Some(1));
+        let (gw, other) = (one_thread(), one_thread());
+        let n = input.len() as f64;
+        let per_batch = |d: Duration, batches: f64| d.as_secs_f64() * 1e6 / batches;
+        let (mut alone, mut in_turn, mut half, mut halves) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            alone.push(per_batch(time_run(&gw, &fields, &mut input), n));
+            gw.reset();
+            input.iter_mut().for_each(|b| reset(&fields, b));
+            let runner = StreamRunner::builder(gw.pipeline.clone()).workers(2).build().unwrap();
+            let mut consumer = runner.consumer().unwrap();
+            for b in std::mem::take(&mut input) {
+                runner.submit(b).unwrap();
+                input.push(consumer.recv().unwrap().into_batch());
+            }
+            in_turn.push(per_batch(runner.close().busy, n));
+            let mid = input.len() / 2;
+            let (a, b) = input.split_at_mut(mid);
+            half.push(per_batch(time_run(&gw, &fields, a), a.len() as f64));
+            let (x, y) = std::thread::scope(|s| {
+                let y = s.spawn(|| time_run(&other, &fields, b));
+                (time_run(&gw, &fields, a), y.join().unwrap())
+            });
+            halves.push((per_batch(x, a.len() as f64) + per_batch(y, b.len() as f64)) / 2.0);
+        }
+        let (alone, in_turn) = (median(alone), median(in_turn));
+        let (half, halves) = (median(half), median(halves));
+        println!(
+            "  {batch:>6}  run {alone:.1}  in turn {in_turn:.1} ({:.2}x)  |  one thread {half:.1}  each of two at once {halves:.1} ({:.2}x)",
+            in_turn / alone,
+            halves / half
+        );
+    }
+}
+
 /// A crossbeam send that wakes a receiver blocked in `recv`: microseconds
 /// spent by the sender, and until the receiver runs.
 fn wakeup(rounds: u32) {
@@ -229,5 +290,9 @@ fn wakeup(rounds: u32) {
 criterion_group!(benches, bench);
 
 fn main() {
-    common::bench_main("stream", benches, &[("paired", 9, &paired), ("wakeup", 2000, &|n| wakeup(n as u32))]);
+    common::bench_main(
+        "stream",
+        benches,
+        &[("paired", 9, &paired), ("bounds", 9, &bounds), ("wakeup", 2000, &|n| wakeup(n as u32))],
+    );
 }

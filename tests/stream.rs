@@ -605,7 +605,9 @@ fn stats_count_the_time_batches_wait_for_their_turn() {
                 // stage (so its run goes on to wait for this one), and then
                 // some.
                 let deadline = Instant::now() + Duration::from_secs(20);
-                while first.load(Ordering::SeqCst) < needed.load(Ordering::SeqCst) && Instant::now() < deadline {
+                while first.load(Ordering::SeqCst) < needed.load(Ordering::SeqCst)
+                    && Instant::now() < deadline
+                {
                     std::thread::yield_now();
                 }
                 std::thread::sleep(Duration::from_millis(200));
