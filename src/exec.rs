@@ -441,7 +441,9 @@ struct RunCtx<'r> {
 
 impl RunCtx<'_> {
     /// Runs group `gi` on one chunk. The plan's first group sees the rows as
-    /// the run began: all live, when they came in so (a fresh chunk).
+    /// the run began: all live, when they came in so (a fresh chunk); so do
+    /// the after-stages of a group that every earlier step stops rows deeper
+    /// than.
     fn run_group(&self, gi: usize, w: &mut Worker, arena: &Bump, start: usize, len: usize) {
         let (p, g) = (self.p, &self.plan.groups[gi]);
         let t = self.prof.then(Instant::now);
@@ -449,7 +451,7 @@ impl RunCtx<'_> {
             table: self.table,
             start,
             len,
-            fresh: gi == 0 && self.all_live,
+            fresh: self.all_live && (gi == 0 || g.afters_reach_all),
             depth_base: p.bases[g.unit],
             sel: &mut w.sel,
             errors: &mut w.errors,

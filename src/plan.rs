@@ -39,6 +39,10 @@ pub struct Group {
     /// span, from the unit's first sequential or whole-batch step to its
     /// last. In the serial plan: whether its first step is one.
     pub ordered: bool,
+    /// The group has after-stages, and every step before it stops rows
+    /// deeper than all of them: in a run whose rows all came in live, every
+    /// row reaches them (their walk needs no look at a row's stop).
+    pub(crate) afters_reach_all: bool,
 }
 
 /// Groups that run chunk by chunk together; segments are separated by
@@ -169,6 +173,7 @@ impl Plan {
                     steps: i..i + 1,
                     fused: false,
                     ordered,
+                    afters_reach_all: false,
                 });
             }
             let g = groups.len() - 1;
@@ -177,6 +182,13 @@ impl Plan {
                 Some(s) if !s.barrier && !alone => s.groups.end = g + 1,
                 _ => segments.push(Segment { groups: g..g + 1, barrier: alone }),
             }
+        }
+
+        // A step stops rows (rejects or fails them) at its own depth only.
+        for g in &mut groups {
+            let earlier = steps[..g.steps.start].iter().map(|s| s.depth).min().unwrap_or(usize::MAX);
+            let afters = steps[g.steps.clone()].iter().filter(|s| s.after).map(|s| s.depth).max();
+            g.afters_reach_all = afters.is_some_and(|deepest| deepest < earlier);
         }
 
         let mut touched = vec![false; schema.len()];

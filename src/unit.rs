@@ -27,8 +27,11 @@ pub struct ChunkRun<'r> {
     pub(crate) start: usize,
     /// Rows in the chunk.
     pub(crate) len: usize,
-    /// Every row of the chunk is live: no step has run on it since the run
-    /// began, and every row was live then.
+    /// The chunk is as fresh as this group needs: every row was live when
+    /// the run began, and either no step has run on it since (the first
+    /// group) or every step that has stops rows deeper than the group's
+    /// after-stages, so each row is live or stopped where they still see it.
+    /// A group with befores still tests each row for them.
     pub(crate) fresh: bool,
     /// Depth of the unit's first layer.
     pub(crate) depth_base: u16,

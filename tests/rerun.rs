@@ -2,8 +2,10 @@
 //! stopped: the second run's stages see only the rows still live (and
 //! after-stages the rows stopped deeper than them), however the stages are
 //! composed and however many threads run them. (A run whose rows all start
-//! live skips the look at the control words before its first group; this
-//! checks that it does so only then.)
+//! live skips the look at the control words before its first group, and
+//! before a group whose after-stages every earlier step stops rows deeper
+//! than — here the chunk stage `tally`, own pass after `count` and `odd`;
+//! this checks that it does so only then.)
 
 use mware::chain::{after, before};
 use mware::prelude::*;
