@@ -170,6 +170,9 @@ pub struct RowEnv<'r> {
     /// The unit's per-slot counters while profiling, else null (see
     /// [`RowCtl`]'s `stops`).
     stats: *mut SlotStats,
+    /// Rows the walk stopped while they were live (see [`RowCtl`]'s
+    /// `stopped`).
+    stopped: *mut u32,
     errors: &'r mut Vec<(usize, StageError)>,
     names: &'r [Option<Arc<str>>],
 }
@@ -564,6 +567,8 @@ impl Drop for Trap<'_> {
 
 impl<L: Layers> Chain<L> {
     /// Runs `slots` over the rows of `walk`, catching panics per row.
+    /// Returns the rows it stopped while they were live, unless a step
+    /// unwound (then the count is lost with the walk).
     fn run_protected(
         &self,
         slots: Range<usize>,
@@ -571,21 +576,26 @@ impl<L: Layers> Chain<L> {
         locals: &mut L::Locals,
         run: &mut ChunkRun<'_>,
         names: &[Option<Arc<str>>],
-    ) {
+    ) -> Option<u32> {
         let trap = Cell::new(None);
         let mut walk = walk;
+        let mut unwound = false;
         loop {
             let result = catch_unwind(AssertUnwindSafe(|| {
                 // SAFETY: `run` describes a chunk of the batch being run that
                 // this worker owns for the duration of the call.
                 unsafe { self.walk_rows(slots.clone(), walk.clone(), locals, run, names, &trap) }
             }));
-            let Err(payload) = result else { return };
+            let payload = match result {
+                Ok(stopped) => return (!unwound).then_some(stopped),
+                Err(payload) => payload,
+            };
+            unwound = true;
             let Some((row, slot, mut state)) = trap.take() else {
                 // The panic did not come from a stage (resolving or locking);
                 // nothing in this walk is trustworthy: fail it all.
                 self.fail_walk(walk, slots.clone(), run, names, &payload);
-                return;
+                return None;
             };
             let depth = run.depth_of(slot, L::LEN);
             state.fail(depth);
@@ -652,6 +662,8 @@ impl<L: Layers> Chain<L> {
         }
     }
 
+    /// Returns the rows the walk stopped while they were live.
+    ///
     /// # Safety
     /// `run` describes a chunk this worker owns exclusively.
     unsafe fn walk_rows(
@@ -662,13 +674,14 @@ impl<L: Layers> Chain<L> {
         run: &mut ChunkRun<'_>,
         names: &[Option<Arc<str>>],
         trap: &Cell<Option<(usize, usize, RowState)>>,
-    ) {
+    ) -> u32 {
         // Absent slots are no-ops, so covering every present one is a full run.
         let full = slots.start <= self.present.start && slots.end >= self.present.end;
         let base = run.depth_base;
         let stats = run.stats.as_deref_mut().map_or(std::ptr::null_mut(), <[SlotStats]>::as_mut_ptr);
         let plan = RowPlan::new(base, slots);
-        let mut env = RowEnv { trap, stats, errors: &mut *run.errors, names };
+        let mut stopped = 0;
+        let mut env = RowEnv { trap, stats, stopped: &mut stopped, errors: &mut *run.errors, names };
         // The parts a parallel plan cuts the chain into, as the types know them.
         let runs = plan.mask & self.present_mask;
         let part = |from: usize, to: usize| self.present_mask & below(to) & !below(from);
@@ -688,6 +701,7 @@ impl<L: Layers> Chain<L> {
                 self.walk::<Ranged>(walk, locals, table, &mut env, plan)
             }
         }
+        stopped
     }
 
     /// # Safety
@@ -756,7 +770,7 @@ impl<L: Layers> Chain<L> {
         // the walk (`walk_rows` made the pointer from its exclusive borrow).
         unsafe {
             let state = *states.0.add(row);
-            let mut ctl = RowCtl::new(state, row, env.stats);
+            let mut ctl = RowCtl::new(state, row, env.stats, env.stopped);
             self.layers.row::<S, FRESH>(ptrs, guards, env, plan, &mut ctl, 0, true);
             // Most stages leave most rows as they were: skip the store then.
             if ctl.state != state {
@@ -794,9 +808,14 @@ impl<L: Layers> Unit for Chain<L> {
     ) {
         let locals = local.downcast_mut::<L::Locals>().expect("locals made by this unit");
         let mut sel = std::mem::take(run.sel);
-        if let Some(walk) = select(run, &slots, L::LEN, &mut sel) {
-            self.run_protected(slots, walk, locals, run, names);
-        }
+        let (walk, live) = select(run, &slots, L::LEN, &mut sel);
+        run.live = match walk {
+            Some(walk) => {
+                let stopped = self.run_protected(slots, walk, locals, run, names);
+                live.zip(stopped).map(|(live, stopped)| live.saturating_sub(stopped as usize))
+            }
+            None => live,
+        };
         *run.sel = sel;
     }
 }

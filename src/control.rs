@@ -159,21 +159,34 @@ pub struct RowCtl {
     /// else null. Only stopping a row touches them, so profiling adds
     /// nothing to the rows a stage passes.
     stops: *mut SlotStats,
+    /// The walk's count of rows stopped while live, which tells the next
+    /// group of the chunk how many rows are left without counting them.
+    stopped: *mut u32,
 }
 
 impl RowCtl {
     /// # Safety
     /// `stops` is null, or points to counters for every slot of the unit
     /// that only this thread uses, and that no reference covers, while this
-    /// `RowCtl` lives.
+    /// `RowCtl` lives; `stopped` is valid for writes under the same terms.
     #[inline(always)]
-    pub(crate) unsafe fn new(state: RowState, row: usize, stops: *mut SlotStats) -> RowCtl {
-        RowCtl { state, depth: 0, slot: 0, row, error: None, stops }
+    pub(crate) unsafe fn new(
+        state: RowState,
+        row: usize,
+        stops: *mut SlotStats,
+        stopped: *mut u32,
+    ) -> RowCtl {
+        RowCtl { state, depth: 0, slot: 0, row, error: None, stops, stopped }
     }
 
-    /// Counts a change of the row's stop for the profile.
+    /// Counts a change of the row's stop: a live row stopped, for the walk;
+    /// every change, for the profile.
     #[inline(always)]
     fn note(&self, before: RowState) {
+        if before.is_live() {
+            // SAFETY: per `new`'s contract.
+            unsafe { *self.stopped += 1 }
+        }
         if !self.stops.is_null() {
             // SAFETY: per `new`'s contract; `slot` is the running step's
             // slot in the unit whose counters `stops` points to.

@@ -444,14 +444,26 @@ impl RunCtx<'_> {
     /// the run began: all live, when they came in so (a fresh chunk); so do
     /// the after-stages of a group that every earlier step stops rows deeper
     /// than.
-    fn run_group(&self, gi: usize, w: &mut Worker, arena: &Bump, start: usize, len: usize) {
+    /// `live` carries the chunk's live rows from group to group, when known.
+    fn run_group(
+        &self,
+        gi: usize,
+        w: &mut Worker,
+        arena: &Bump,
+        (start, len): (usize, usize),
+        live: &mut Option<usize>,
+    ) {
         let (p, g) = (self.p, &self.plan.groups[gi]);
         let t = self.prof.then(Instant::now);
+        if gi == 0 && self.all_live {
+            *live = Some(len);
+        }
         let mut run = ChunkRun {
             table: self.table,
             start,
             len,
             fresh: self.all_live && (gi == 0 || g.afters_reach_all),
+            live: *live,
             depth_base: p.bases[g.unit],
             sel: &mut w.sel,
             errors: &mut w.errors,
@@ -459,15 +471,17 @@ impl RunCtx<'_> {
             stats: if self.prof { Some(&mut w.stats[g.unit]) } else { None },
         };
         p.units[g.unit].run(g.slots.clone(), &mut *w.locals[g.unit], &mut run, &p.names[g.unit]);
+        *live = run.live;
         if let Some(t) = t {
             w.group_time[gi] += t.elapsed();
         }
     }
 
     /// Runs `groups` on one chunk (`(start, rows)`), in order.
-    fn run_groups(&self, groups: Range<usize>, w: &mut Worker, arena: &Bump, (start, rows): (usize, usize)) {
+    fn run_groups(&self, groups: Range<usize>, w: &mut Worker, arena: &Bump, chunk: (usize, usize)) {
+        let mut live = None;
         for gi in groups {
-            self.run_group(gi, w, arena, start, rows);
+            self.run_group(gi, w, arena, chunk, &mut live);
         }
     }
 
@@ -512,12 +526,13 @@ impl RunCtx<'_> {
         }
         for k in 0..n {
             let chunk = chunk_range(k, chunk_rows, len);
+            let mut live = None;
             for gi in first..=last {
                 let ordered = turn(gi);
                 if let (Some(t), 0) = (ordered, k) {
                     t.turns.wait(gi, t.index);
                 }
-                self.run_group(gi, w, arena, chunk.0, chunk.1);
+                self.run_group(gi, w, arena, chunk, &mut live);
                 if let Some(t) = ordered.filter(|_| k + 1 == n) {
                     t.turns.pass(gi, t.index);
                 }
@@ -566,13 +581,14 @@ impl RunCtx<'_> {
                     if k >= bounds(b + 1) {
                         break;
                     }
-                    let (start, rows) = chunk_range(k, chunk_rows, len);
+                    let chunk = chunk_range(k, chunk_rows, len);
+                    let mut live = None;
                     for gi in seg.groups.clone() {
                         let ordered = self.plan.groups[gi].ordered;
                         if ordered {
                             wait_turn(&tickets[gi], k);
                         }
-                        self.run_group(gi, w, &arena, start, rows);
+                        self.run_group(gi, w, &arena, chunk, &mut live);
                         if ordered {
                             tickets[gi].store(k + 1, Ordering::Release);
                         }

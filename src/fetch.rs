@@ -417,6 +417,7 @@ impl Unit for AsyncLayer {
                 }
             }
         }
+        run.live = None;
     }
 
     fn check(&self, schema: &crate::schema::Schema) -> Result<()> {

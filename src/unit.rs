@@ -33,6 +33,12 @@ pub struct ChunkRun<'r> {
     /// after-stages, so each row is live or stopped where they still see it.
     /// A group with befores still tests each row for them.
     pub(crate) fresh: bool,
+    /// Live rows of the chunk before this group, when the groups before it
+    /// on this chunk kept count (they report how many they stopped); the
+    /// unit leaves the count after it here. Only picks the walk: a group of
+    /// before-stages told that most rows are live walks them all, testing
+    /// each, without counting first.
+    pub(crate) live: Option<usize>,
     /// Depth of the unit's first layer.
     pub(crate) depth_base: u16,
     pub(crate) sel: &'r mut Vec<u32>,
@@ -166,30 +172,41 @@ pub(crate) enum Walk<'s> {
 /// instead of every row (arrow-rs switches at the same point).
 const DENSE_SHARE: (usize, usize) = (4, 5);
 
-/// Picks the walk for `slots` of a fused unit; `None` when no row is visible.
+/// Picks the walk for `slots` of a fused unit (`None` when no row is
+/// visible), and returns the chunk's live rows before it when known.
 pub(crate) fn select<'s>(
     run: &ChunkRun<'_>,
     slots: &Range<usize>,
     layers: usize,
     sel: &'s mut Vec<u32>,
-) -> Option<Walk<'s>> {
+) -> (Option<Walk<'s>>, Option<usize>) {
     let range = run.start..run.start + run.len;
+    let dense = |count: usize| count * DENSE_SHARE.1 >= run.len * DENSE_SHARE.0;
     if run.fresh {
-        return Some(Walk::Fresh(range));
+        return (Some(Walk::Fresh(range)), run.live);
     }
     let visible = Visible::of_slots(slots, layers, run.depth_base);
+    if let (Visible::Live, Some(live)) = (visible, run.live) {
+        // Before-stages see the live rows: most are, so walk every row (a
+        // dense walk tests each) and skip the count. The count is only
+        // trusted for this choice; a wrong one costs time, never a row.
+        if live > 0 && dense(live) {
+            return (Some(Walk::Dense(range)), Some(live));
+        }
+    }
     let states = run.states();
     let (count, live) = visible.count_with_live(states);
-    if live == run.len && live > 0 {
+    let walk = if live == run.len && live > 0 {
         Some(Walk::Fresh(range))
     } else if count == 0 {
         None
-    } else if count * DENSE_SHARE.1 >= run.len * DENSE_SHARE.0 {
+    } else if dense(count) {
         Some(Walk::Dense(range))
     } else {
         visible.compact(states, run.start as u32, sel);
         Some(Walk::Sparse(sel))
-    }
+    };
+    (walk, Some(live))
 }
 
 /// The exact rows one chunk stage sees, chunk-relative.
@@ -395,8 +412,9 @@ impl Unit for ChunkLayer {
             };
             let visible = if slot == 0 { Visible::Live } else { Visible::After(depth) };
             step.run(local, slot, visible, depth, run, &stage_name(names, slot));
-            // The step may have stopped rows.
+            // The step may have stopped rows, uncounted.
             run.fresh = false;
+            run.live = None;
         }
     }
 }
