@@ -567,8 +567,6 @@ impl Drop for Trap<'_> {
 
 impl<L: Layers> Chain<L> {
     /// Runs `slots` over the rows of `walk`, catching panics per row.
-    /// Returns the rows it stopped while they were live, unless a step
-    /// unwound (then the count is lost with the walk).
     fn run_protected(
         &self,
         slots: Range<usize>,
@@ -576,26 +574,23 @@ impl<L: Layers> Chain<L> {
         locals: &mut L::Locals,
         run: &mut ChunkRun<'_>,
         names: &[Option<Arc<str>>],
-    ) -> Option<u32> {
+    ) {
         let trap = Cell::new(None);
         let mut walk = walk;
-        let mut unwound = false;
         loop {
             let result = catch_unwind(AssertUnwindSafe(|| {
                 // SAFETY: `run` describes a chunk of the batch being run that
                 // this worker owns for the duration of the call.
                 unsafe { self.walk_rows(slots.clone(), walk.clone(), locals, run, names, &trap) }
             }));
-            let payload = match result {
-                Ok(stopped) => return (!unwound).then_some(stopped),
-                Err(payload) => payload,
-            };
-            unwound = true;
+            let Err(payload) = result else { return };
+            // The unwound walk's count of stopped rows went down with it.
+            run.live = None;
             let Some((row, slot, mut state)) = trap.take() else {
                 // The panic did not come from a stage (resolving or locking);
                 // nothing in this walk is trustworthy: fail it all.
                 self.fail_walk(walk, slots.clone(), run, names, &payload);
-                return None;
+                return;
             };
             let depth = run.depth_of(slot, L::LEN);
             state.fail(depth);
@@ -662,7 +657,7 @@ impl<L: Layers> Chain<L> {
         }
     }
 
-    /// Returns the rows the walk stopped while they were live.
+    /// Takes the rows the walk stopped off `run.live`.
     ///
     /// # Safety
     /// `run` describes a chunk this worker owns exclusively.
@@ -674,7 +669,7 @@ impl<L: Layers> Chain<L> {
         run: &mut ChunkRun<'_>,
         names: &[Option<Arc<str>>],
         trap: &Cell<Option<(usize, usize, RowState)>>,
-    ) -> u32 {
+    ) {
         // Absent slots are no-ops, so covering every present one is a full run.
         let full = slots.start <= self.present.start && slots.end >= self.present.end;
         let base = run.depth_base;
@@ -701,7 +696,7 @@ impl<L: Layers> Chain<L> {
                 self.walk::<Ranged>(walk, locals, table, &mut env, plan)
             }
         }
-        stopped
+        run.live = run.live.map(|live| live.saturating_sub(stopped as usize));
     }
 
     /// # Safety
@@ -808,14 +803,9 @@ impl<L: Layers> Unit for Chain<L> {
     ) {
         let locals = local.downcast_mut::<L::Locals>().expect("locals made by this unit");
         let mut sel = std::mem::take(run.sel);
-        let (walk, live) = select(run, &slots, L::LEN, &mut sel);
-        run.live = match walk {
-            Some(walk) => {
-                let stopped = self.run_protected(slots, walk, locals, run, names);
-                live.zip(stopped).map(|(live, stopped)| live.saturating_sub(stopped as usize))
-            }
-            None => live,
-        };
+        if let Some(walk) = select(run, &slots, L::LEN, &mut sel) {
+            self.run_protected(slots, walk, locals, run, names);
+        }
         *run.sel = sel;
     }
 }

@@ -172,18 +172,18 @@ pub(crate) enum Walk<'s> {
 /// instead of every row (arrow-rs switches at the same point).
 const DENSE_SHARE: (usize, usize) = (4, 5);
 
-/// Picks the walk for `slots` of a fused unit (`None` when no row is
-/// visible), and returns the chunk's live rows before it when known.
+/// Picks the walk for `slots` of a fused unit; `None` when no row is
+/// visible. Leaves the chunk's live rows in `run.live` when it counts them.
 pub(crate) fn select<'s>(
-    run: &ChunkRun<'_>,
+    run: &mut ChunkRun<'_>,
     slots: &Range<usize>,
     layers: usize,
     sel: &'s mut Vec<u32>,
-) -> (Option<Walk<'s>>, Option<usize>) {
+) -> Option<Walk<'s>> {
     let range = run.start..run.start + run.len;
     let dense = |count: usize| count * DENSE_SHARE.1 >= run.len * DENSE_SHARE.0;
     if run.fresh {
-        return (Some(Walk::Fresh(range)), run.live);
+        return Some(Walk::Fresh(range));
     }
     let visible = Visible::of_slots(slots, layers, run.depth_base);
     if let (Visible::Live, Some(live)) = (visible, run.live) {
@@ -191,7 +191,7 @@ pub(crate) fn select<'s>(
         // dense walk tests each) and skip the count. The count is only
         // trusted for this choice; a wrong one costs time, never a row.
         if live > 0 && dense(live) {
-            return (Some(Walk::Dense(range)), Some(live));
+            return Some(Walk::Dense(range));
         }
     }
     let states = run.states();
@@ -206,7 +206,8 @@ pub(crate) fn select<'s>(
         visible.compact(states, run.start as u32, sel);
         Some(Walk::Sparse(sel))
     };
-    (walk, Some(live))
+    run.live = Some(live);
+    walk
 }
 
 /// The exact rows one chunk stage sees, chunk-relative.
