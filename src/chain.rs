@@ -172,7 +172,7 @@ pub struct RowEnv<'r> {
     stats: *mut SlotStats,
     /// Rows the walk stopped while they were live (see [`RowCtl`]'s
     /// `stopped`).
-    stopped: *mut u32,
+    stopped: *mut usize,
     errors: &'r mut Vec<(usize, StageError)>,
     names: &'r [Option<Arc<str>>],
 }
@@ -696,7 +696,7 @@ impl<L: Layers> Chain<L> {
                 self.walk::<Ranged>(walk, locals, table, &mut env, plan)
             }
         }
-        run.live = run.live.map(|live| live.saturating_sub(stopped as usize));
+        run.live = run.live.map(|live| live.saturating_sub(stopped));
     }
 
     /// # Safety

@@ -161,7 +161,7 @@ pub struct RowCtl {
     stops: *mut SlotStats,
     /// The walk's count of rows stopped while live, which tells the next
     /// group of the chunk how many rows are left without counting them.
-    stopped: *mut u32,
+    stopped: *mut usize,
 }
 
 impl RowCtl {
@@ -174,7 +174,7 @@ impl RowCtl {
         state: RowState,
         row: usize,
         stops: *mut SlotStats,
-        stopped: *mut u32,
+        stopped: *mut usize,
     ) -> RowCtl {
         RowCtl { state, depth: 0, slot: 0, row, error: None, stops, stopped }
     }

@@ -443,8 +443,8 @@ impl RunCtx<'_> {
     /// Runs group `gi` on one chunk. The plan's first group sees the rows as
     /// the run began: all live, when they came in so (a fresh chunk); so do
     /// the after-stages of a group that every earlier step stops rows deeper
-    /// than.
-    /// `live` carries the chunk's live rows from group to group, when known.
+    /// than. `live` carries the chunk's live rows from group to group, when
+    /// known.
     fn run_group(
         &self,
         gi: usize,
