@@ -143,15 +143,19 @@ impl Visible {
     /// order. Branch-free: every index is stored and the end moves only past
     /// the visible ones, so rows stopped at random (a quota running out)
     /// cost no mispredicted branches.
-    fn compact(self, states: &[RowState], first: u32, sel: &mut Vec<u32>) {
-        sel.clear();
-        sel.resize(states.len(), 0);
+    /// The buffer keeps its length from call to call (only what this
+    /// returns is meaningful), so it is zeroed only when it grows, not for
+    /// every chunk.
+    fn compact<'s>(self, states: &[RowState], first: u32, sel: &'s mut Vec<u32>) -> &'s [u32] {
+        if sel.len() < states.len() {
+            sel.resize(states.len(), 0);
+        }
         let mut n = 0;
         for (i, s) in (first..).zip(states) {
             sel[n] = i;
             n += self.sees(*s) as usize;
         }
-        sel.truncate(n);
+        &sel[..n]
     }
 }
 
@@ -203,8 +207,7 @@ pub(crate) fn select<'s>(
     } else if dense(count) {
         Some(Walk::Dense(range))
     } else {
-        visible.compact(states, run.start as u32, sel);
-        Some(Walk::Sparse(sel))
+        Some(Walk::Sparse(visible.compact(states, run.start as u32, sel)))
     };
     run.live = Some(live);
     walk
@@ -216,8 +219,7 @@ fn select_exact<'s>(states: &[RowState], visible: Visible, sel: &'s mut Vec<u32>
     if count == states.len() {
         Selection::Dense(count)
     } else {
-        visible.compact(states, 0, sel);
-        Selection::Sparse(sel)
+        Selection::Sparse(visible.compact(states, 0, sel))
     }
 }
 
@@ -454,8 +456,7 @@ mod tests {
                 let expected: Vec<u32> =
                     (0..n as u32).filter(|&i| visible.sees(states[i as usize])).map(|i| i + 10).collect();
                 assert_eq!(visible.count(&states), expected.len());
-                visible.compact(&states, 10, &mut sel);
-                assert_eq!(sel, expected);
+                assert_eq!(visible.compact(&states, 10, &mut sel), expected);
             }
         }
     }
