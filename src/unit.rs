@@ -150,13 +150,27 @@ impl Visible {
         if sel.len() < states.len() {
             sel.resize(states.len(), 0);
         }
-        let mut n = 0;
-        for (i, s) in (first..).zip(states) {
-            sel[n] = i;
-            n += self.sees(*s) as usize;
-        }
+        // One loop per case, the test a constant inside it (as in
+        // `count_with_live`): matched per row, it cost twice the
+        // instructions.
+        let n = match self {
+            Visible::Live => compact_where(states, first, sel, RowState::is_live),
+            Visible::After(d) => compact_where(states, first, sel, |s| s.reaches_after(d)),
+        };
         &sel[..n]
     }
+}
+
+/// Writes `first + i` for every `states[i]` that `sees` into `sel` (at
+/// least as long as `states`), in order; returns how many.
+#[inline(always)]
+fn compact_where(states: &[RowState], first: u32, sel: &mut [u32], sees: impl Fn(RowState) -> bool) -> usize {
+    let mut n = 0;
+    for (i, s) in (first..).zip(states) {
+        sel[n] = i;
+        n += sees(*s) as usize;
+    }
+    n
 }
 
 /// Which rows of a chunk a fused group walks.
