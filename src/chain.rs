@@ -220,6 +220,8 @@ fn below(n: usize) -> u128 {
 /// mask per step and row: twice the instructions per row of the uncut one.
 #[doc(hidden)]
 pub trait Span {
+    /// Whether every slot runs (the whole chain in one loop).
+    const WHOLE: bool = false;
     /// Whether `slot` of a chain of `layers` runs.
     fn runs(plan: RowPlan, slot: usize, layers: usize) -> bool;
 }
@@ -248,6 +250,7 @@ pub struct Tail<L>(PhantomData<L>);
 pub struct Ranged;
 
 impl Span for Whole {
+    const WHOLE: bool = true;
     #[inline(always)]
     fn runs(_: RowPlan, _: usize, _: usize) -> bool {
         true
@@ -767,8 +770,12 @@ impl<L: Layers> Chain<L> {
             let state = *states.0.add(row);
             let mut ctl = RowCtl::new(state, row, env.stats, env.stopped);
             self.layers.row::<S, FRESH>(ptrs, guards, env, plan, &mut ctl, 0, true);
-            // Most stages leave most rows as they were: skip the store then.
-            if ctl.state != state {
+            // A one-layer unit, or a part of a cut chain, mostly leaves its
+            // rows as they were (and when its stages never touch them the
+            // compiler drops the store); a whole chain of several layers
+            // mostly answers or stops them, and storing always is cheaper
+            // than testing (gateway-8: 4 fewer instructions per row).
+            if (S::WHOLE && L::LEN > 1) || ctl.state != state {
                 *states.0.add(row) = ctl.state;
             }
         }
