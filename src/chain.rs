@@ -677,19 +677,26 @@ impl<L: Layers> Chain<L> {
         let full = slots.start <= self.present.start && slots.end >= self.present.end;
         let base = run.depth_base;
         let stats = run.stats.as_deref_mut().map_or(std::ptr::null_mut(), <[SlotStats]>::as_mut_ptr);
-        let plan = RowPlan::new(base, slots);
         let mut stopped = 0;
         let mut env = RowEnv { trap, stats, stopped: &mut stopped, errors: &mut *run.errors, names };
+        let table = run.table;
+        if full {
+            // No masks: a whole walk never tests one (they cost a one-row
+            // run 30 instructions).
+            let plan = RowPlan { base, lo: slots.start, hi: slots.end, mask: u128::MAX };
+            // SAFETY: forwarded from the caller's contract.
+            unsafe { self.walk::<Whole>(walk, locals, table, &mut env, plan) };
+            run.live = run.live.map(|live| live.saturating_sub(stopped));
+            return;
+        }
+        let plan = RowPlan::new(base, slots);
         // The parts a parallel plan cuts the chain into, as the types know them.
         let runs = plan.mask & self.present_mask;
         let part = |from: usize, to: usize| self.present_mask & below(to) & !below(from);
         let known = L::LEN <= 64 && runs != 0;
-        let table = run.table;
         // SAFETY: forwarded from the caller's contract.
         unsafe {
-            if full {
-                self.walk::<Whole>(walk, locals, table, &mut env, plan)
-            } else if known && runs == part(0, L::CUT) {
+            if known && runs == part(0, L::CUT) {
                 self.walk::<Head<L>>(walk, locals, table, &mut env, plan)
             } else if known && runs == part(L::CUT, L::CUT_END) {
                 self.walk::<Mid<L>>(walk, locals, table, &mut env, plan)

@@ -186,10 +186,9 @@ impl HotColumn {
     pub(crate) fn base_ptr(&mut self) -> *mut u8 {
         match &self.shared {
             Some(shared) => shared.bytes().as_ptr().cast_mut(),
-            None => {
-                let pad = self.pad.min(self.lines.len());
-                self.lines[pad..].as_mut_ptr().cast()
-            }
+            // No slice of the lines: `Vec::as_mut_ptr` leaves other pointers
+            // to them valid, and skips a bounds check.
+            None => self.lines.as_mut_ptr().wrapping_add(self.pad.min(self.lines.len())).cast(),
         }
     }
 

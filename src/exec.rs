@@ -17,7 +17,6 @@ use crate::error::StageError;
 use crate::pipeline::Pipeline;
 use crate::plan::{Plan, Segment};
 use crate::report::{RunReport, SlotStats, StageReport, rows_seen};
-use crate::schema::Storage;
 use crate::slot::BoxSlot;
 use crate::turns::{PassOnUnwind, Turn, Turns};
 use crate::unit::ChunkRun;
@@ -107,7 +106,16 @@ impl Scratch {
         s
     }
 
+    #[inline]
     fn ensure(&mut self, p: &Pipeline, workers: usize) {
+        if self.workers.len() >= workers && self.tickets.len() >= p.parallel.groups.len() {
+            return;
+        }
+        self.grow(p, workers);
+    }
+
+    #[cold]
+    fn grow(&mut self, p: &Pipeline, workers: usize) {
         while self.workers.len() < workers {
             self.workers.push(Worker {
                 locals: p.units.iter().map(|u| u.new_local()).collect(),
@@ -179,7 +187,7 @@ impl<'p, 'b> Run<'p, 'b> {
         scratch.ensure(p, workers);
         batch.own_slots(&p.written_hot);
         let (mut parts, all_live) = batch.parts();
-        point_columns(&mut scratch, &mut parts);
+        point_columns(p, &mut scratch, &mut parts);
         let mut stopped_before = Vec::new();
         if prof && !all_live {
             stopped_before = vec![0; p.serial.steps.iter().map(|s| s.depth + 1).max().unwrap_or(0)];
@@ -245,10 +253,8 @@ impl<'p, 'b> Run<'p, 'b> {
         }
         // File errors after every segment: within one, a row belongs to one
         // worker, so a row failed twice keeps its last error.
-        for w in ws.iter_mut().filter(|w| !w.errors.is_empty()) {
-            for (row, e) in w.errors.drain(..) {
-                parts.errors.insert(row, e);
-            }
+        for w in ws.iter_mut() {
+            file_errors(w, parts.errors);
         }
     }
 
@@ -306,20 +312,27 @@ impl<'p, 'b> Run<'p, 'b> {
 
 /// Points a run's pointer tables at the batch's columns, once per run: they
 /// do not move while the run holds the batch.
-fn point_columns(scratch: &mut Scratch, parts: &mut BatchParts<'_>) {
-    let fields = parts.schema.fields();
+fn point_columns(p: &Pipeline, scratch: &mut Scratch, parts: &mut BatchParts<'_>) {
     let hot = &mut scratch.hot;
     // Same length every run: only the first run grows the table. At least
     // `FRAME_FIELDS` entries (null past the schema) so a walk copies its
-    // frame with a fixed-size copy.
-    hot.resize(fields.len().max(FRAME_FIELDS), SendPtr(std::ptr::null_mut()));
-    for (ptr, f) in hot.iter_mut().zip(fields) {
-        if let (Storage::Hot { .. }, Some(column)) = (f.storage, parts.hot.get_mut(f.slot)) {
-            *ptr = SendPtr(column.base_ptr());
-        }
+    // frame with a fixed-size copy. Cold positions stay null.
+    hot.resize(parts.schema.fields().len().max(FRAME_FIELDS), SendPtr(std::ptr::null_mut()));
+    for &(position, slot) in &p.hot_fields {
+        hot[position] = SendPtr(parts.hot[slot].base_ptr());
     }
     scratch.cold.clear();
     scratch.cold.extend(parts.cold.iter_mut().map(|c| SendPtr(&mut **c as *mut dyn ColdStore)));
+}
+
+/// Moves the errors a worker's walks recorded into the batch's error table.
+#[inline]
+fn file_errors(w: &mut Worker, errors: &mut ColdColumn<StageError>) {
+    if !w.errors.is_empty() {
+        for (row, e) in w.errors.drain(..) {
+            errors.insert(row, e);
+        }
+    }
 }
 
 /// The column table over the pointers [`point_columns`] set.
@@ -353,7 +366,11 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
     // With adaptive threads, a run that may split asks the measurements
     // whether to, and adds its own time to them.
     let work = batch.len().saturating_mul(p.serial.steps.len());
-    let choice = p.adapt.as_ref().filter(|_| work >= p.min_parallel_work && p.threads.may_be_parallel());
+    let small = work < p.min_parallel_work || !p.threads.may_be_parallel();
+    if small && !cfg!(feature = "tracing") && !p.profiling.load(Ordering::Relaxed) {
+        return run_inline(p, batch);
+    }
+    let choice = p.adapt.as_ref().filter(|_| !small);
     let may_split = choice.is_none_or(|c| c.split(work, p.min_parallel_work));
     let t = choice.map(|_| Instant::now());
     let mut run = Run::start(p, batch, None, may_split);
@@ -366,6 +383,29 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
         c.record(work, p.min_parallel_work, report.threads > 1, report.rows, nanos);
     }
     report
+}
+
+/// A run on the calling thread with profiling off: the walk a [`Run`]
+/// makes, without its bookkeeping, which is most of the cost of a run of a
+/// few rows.
+fn run_inline(p: &Pipeline, batch: &mut Batch) -> RunReport {
+    let mut scratch = p.scratch.take().unwrap_or_else(|| Box::new(Scratch::new(p, 1)));
+    batch.own_slots(&p.written_hot);
+    let (mut parts, all_live) = batch.parts();
+    point_columns(p, &mut scratch, &mut parts);
+    let Scratch { hot, cold, workers, .. } = &mut *scratch;
+    let table = column_table(hot, cold, &mut parts);
+    let ctx = RunCtx { p, plan: &p.serial, table: &table, prof: false, turn: None, all_live };
+    let w = &mut workers[0];
+    let mut chunks = 0;
+    for seg in &p.serial.segments {
+        chunks += ctx.run_serial(seg, w, parts.arena);
+        file_errors(w, parts.errors);
+    }
+    w.arena.reset();
+    let rows = table.len;
+    p.scratch.put(scratch);
+    RunReport { rows, chunks, threads: 1, ..RunReport::default() }
 }
 
 /// Runs `batch` as run number `index` of a sequence sharing `turns`: on the
