@@ -3,6 +3,7 @@
 use bumpalo::Bump;
 use bytemuck::Pod;
 
+use crate::access::{FRAME_FIELDS, SendPtr};
 use crate::column::{ColdColumn, ColdStore, HotColumn, SharedColumn};
 use crate::control::{Outcome, RowState};
 use crate::error::{Error, Result, StageError};
@@ -42,6 +43,19 @@ pub struct Batch {
     all_live: bool,
     errors: ColdColumn<StageError>,
     arena: Bump,
+    ptrs: ColumnPtrs,
+}
+
+/// The hot columns' base pointers by field position, as a run's column
+/// table holds them (null for cold fields; at least [`FRAME_FIELDS`]
+/// entries, so a walk copies its frame with a fixed-size copy). Kept with
+/// the batch between runs: running the same batch again, one request after
+/// another, does not look them up again (a fifth of a one-row run).
+/// Whatever may move a column's values marks them stale.
+#[derive(Default)]
+struct ColumnPtrs {
+    by_position: Vec<SendPtr<u8>>,
+    fresh: bool,
 }
 
 impl std::fmt::Debug for Batch {
@@ -70,6 +84,7 @@ impl Batch {
             all_live: true,
             errors: ColdColumn::default(),
             arena: Bump::new(),
+            ptrs: ColumnPtrs::default(),
         }
     }
 
@@ -85,6 +100,7 @@ impl Batch {
         for c in &mut self.hot {
             c.reserve(rows);
         }
+        self.ptrs.fresh = false;
         self.states.reserve(rows.saturating_sub(self.states.len()));
     }
 
@@ -107,7 +123,9 @@ impl Batch {
     /// values; removed rows lose their cold values and errors.
     pub fn resize(&mut self, rows: usize) {
         for c in &mut self.hot {
-            c.resize(self.len, rows);
+            if c.resize(self.len, rows) {
+                self.ptrs.fresh = false;
+            }
         }
         if rows < self.len {
             for c in &mut self.cold {
@@ -123,7 +141,9 @@ impl Batch {
     pub fn clear(&mut self) {
         self.len = 0;
         for c in &mut self.hot {
-            c.unshare();
+            if c.unshare() {
+                self.ptrs.fresh = false;
+            }
         }
         self.states.clear();
         self.all_live = true;
@@ -144,6 +164,7 @@ impl Batch {
         shared: impl IntoIterator<Item = (usize, SharedColumn)>,
     ) -> Result<()> {
         self.clear();
+        self.ptrs.fresh = false;
         let mut staged: Vec<(usize, SharedColumn)> = Vec::new();
         for (index, column) in shared {
             let info = self
@@ -208,6 +229,9 @@ impl Batch {
     /// The values of a hot field, mutable.
     pub fn column_mut<T: Pod>(&mut self, field: Field<T>) -> Result<&mut [T]> {
         let slot = self.schema.hot_slot(field.untyped(), "batch")?;
+        if self.hot[slot].make_owned(self.len) {
+            self.ptrs.fresh = false;
+        }
         Ok(self.hot[slot].typed_mut(self.len))
     }
 
@@ -320,16 +344,49 @@ impl Batch {
     /// Makes the listed hot slots owned (writable) before a run.
     pub(crate) fn own_slots(&mut self, slots: &[usize]) {
         for &slot in slots {
-            self.hot[slot].make_owned(self.len);
+            if self.hot[slot].make_owned(self.len) {
+                self.ptrs.fresh = false;
+            }
         }
+    }
+
+    /// Looks up the hot columns' base pointers by field position (see
+    /// `ColumnPtrs`).
+    fn point_columns(&mut self) {
+        let fields = self.schema.fields();
+        let ptrs = &mut self.ptrs.by_position;
+        ptrs.clear();
+        ptrs.resize(fields.len().max(FRAME_FIELDS), SendPtr(std::ptr::null_mut()));
+        for (ptr, f) in ptrs.iter_mut().zip(fields) {
+            if let Storage::Hot { .. } = f.storage {
+                *ptr = SendPtr(self.hot[f.slot].base_ptr());
+            }
+        }
+        self.ptrs.fresh = true;
     }
 
     /// The batch's parts for a run, and whether every row was live before it.
     pub(crate) fn parts(&mut self) -> (BatchParts<'_>, bool) {
         let all_live = std::mem::replace(&mut self.all_live, false);
+        if !self.ptrs.fresh {
+            self.point_columns();
+        }
+        // Tests run unoptimised: there, every run checks that nothing moved
+        // a column without marking the pointers stale.
+        #[cfg(debug_assertions)]
+        for (ptr, f) in self.ptrs.by_position.iter().zip(self.schema.fields()) {
+            if let Storage::Hot { .. } = f.storage {
+                assert_eq!(
+                    ptr.0,
+                    self.hot[f.slot].base_ptr(),
+                    "column `{}` moved, its pointer was kept",
+                    f.name
+                );
+            }
+        }
         let parts = BatchParts {
             schema: &self.schema,
-            hot: &mut self.hot,
+            hot: &self.ptrs.by_position,
             cold: &mut self.cold,
             states: &mut self.states,
             errors: &mut self.errors,
@@ -342,7 +399,8 @@ impl Batch {
 /// The batch split into its parts, for the executor.
 pub(crate) struct BatchParts<'b> {
     pub schema: &'b Schema,
-    pub hot: &'b mut [HotColumn],
+    /// The hot columns' base pointers by field position.
+    pub hot: &'b [SendPtr<u8>],
     pub cold: &'b mut [Box<dyn ColdStore>],
     pub states: &'b mut [RowState],
     pub errors: &'b mut ColdColumn<StageError>,

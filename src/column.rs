@@ -92,7 +92,8 @@ impl HotColumn {
         HotColumn { lines: Vec::new(), pad: (slot * 5) % 61, elem_size, shared: None }
     }
 
-    /// Reads `column` in place instead of the owned buffer.
+    /// Reads `column` in place instead of the owned buffer (which moves
+    /// the column's base pointer).
     pub(crate) fn share(&mut self, column: SharedColumn) {
         self.shared = Some(column);
     }
@@ -103,14 +104,17 @@ impl HotColumn {
     }
 
     /// Copies shared values of `rows` rows into the owned buffer, so the
-    /// column can be written.
+    /// column can be written. Returns whether it did (and so moved the
+    /// column's base pointer).
     #[inline]
-    pub(crate) fn make_owned(&mut self, rows: usize) {
+    pub(crate) fn make_owned(&mut self, rows: usize) -> bool {
         // Every run calls this per written column: the check is inline, the
         // copy is not.
-        if self.shared.is_some() {
+        let shared = self.shared.is_some();
+        if shared {
             self.copy_shared(rows);
         }
+        shared
     }
 
     #[cold]
@@ -123,9 +127,10 @@ impl HotColumn {
         }
     }
 
-    /// Drops shared values without copying them (for `clear`).
-    pub(crate) fn unshare(&mut self) {
-        self.shared = None;
+    /// Drops shared values without copying them (for `clear`). Returns
+    /// whether there were any (and so the base pointer moved).
+    pub(crate) fn unshare(&mut self) -> bool {
+        self.shared.take().is_some()
     }
 
     fn lines_for(&self, rows: usize) -> usize {
@@ -133,8 +138,10 @@ impl HotColumn {
     }
 
     /// Resizes to `rows` rows; new rows are zeroed. Keeps the allocation.
-    pub(crate) fn resize(&mut self, old_rows: usize, rows: usize) {
-        self.make_owned(old_rows);
+    /// Returns whether the base pointer moved.
+    pub(crate) fn resize(&mut self, old_rows: usize, rows: usize) -> bool {
+        let before = self.lines.as_ptr();
+        let copied = self.make_owned(old_rows);
         let lines = self.lines_for(rows);
         if rows > old_rows {
             // Zero the tail of the last partially used line too: rows past the
@@ -147,6 +154,7 @@ impl HotColumn {
             }
         }
         self.lines.resize(lines, Line([0; COLUMN_ALIGN]));
+        copied || self.lines.as_ptr() != before
     }
 
     pub(crate) fn reserve(&mut self, rows: usize) {
@@ -164,9 +172,10 @@ impl HotColumn {
         bytemuck::cast_slice(self.bytes(rows))
     }
 
-    /// The first `rows` values as `T`, mutable (copying shared values first).
+    /// The first `rows` values as `T`, mutable. The column must be owned
+    /// ([`make_owned`](HotColumn::make_owned)).
     pub(crate) fn typed_mut<T: Pod>(&mut self, rows: usize) -> &mut [T] {
-        self.make_owned(rows);
+        debug_assert!(self.shared.is_none());
         let n = rows * self.elem_size;
         bytemuck::cast_slice_mut(&mut self.bytes_mut_all()[..n])
     }

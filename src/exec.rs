@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bumpalo::Bump;
 use crossbeam::utils::CachePadded;
 
-use crate::access::{ColumnTable, FRAME_FIELDS, SendPtr};
+use crate::access::{ColumnTable, SendPtr};
 use crate::batch::{Batch, BatchParts};
 use crate::column::{ColdColumn, ColdStore};
 use crate::error::StageError;
@@ -60,7 +60,6 @@ pub(crate) struct Worker {
 
 /// Buffers a run needs, kept between runs so steady state allocates nothing.
 pub(crate) struct Scratch {
-    hot: Vec<SendPtr<u8>>,
     cold: Vec<SendPtr<dyn ColdStore>>,
     workers: Vec<Worker>,
     tickets: Vec<AtomicUsize>,
@@ -95,13 +94,8 @@ impl ScratchPool {
 
 impl Scratch {
     fn new(p: &Pipeline, workers: usize) -> Scratch {
-        let mut s = Scratch {
-            hot: Vec::new(),
-            cold: Vec::new(),
-            workers: Vec::new(),
-            tickets: Vec::new(),
-            cursors: Vec::new(),
-        };
+        let mut s =
+            Scratch { cold: Vec::new(), workers: Vec::new(), tickets: Vec::new(), cursors: Vec::new() };
         s.ensure(p, workers);
         s
     }
@@ -187,7 +181,7 @@ impl<'p, 'b> Run<'p, 'b> {
         scratch.ensure(p, workers);
         batch.own_slots(&p.written_hot);
         let (mut parts, all_live) = batch.parts();
-        point_columns(p, &mut scratch, &mut parts);
+        point_cold(&mut scratch, &mut parts);
         let mut stopped_before = Vec::new();
         if prof && !all_live {
             stopped_before = vec![0; p.serial.steps.iter().map(|s| s.depth + 1).max().unwrap_or(0)];
@@ -229,10 +223,10 @@ impl<'p, 'b> Run<'p, 'b> {
         let seg = &self.plan.segments[s];
         #[cfg(feature = "tracing")]
         let _in_segment = crate::report::trace::segment(self.plan, seg, self.parts.states.len()).entered();
-        let Scratch { hot, cold, workers, tickets, cursors } =
+        let Scratch { cold, workers, tickets, cursors } =
             &mut **self.scratch.as_mut().expect("scratch until the run ends");
         let parts = &mut self.parts;
-        let table = column_table(hot, cold, parts);
+        let table = column_table(cold, parts);
         let ctx = RunCtx {
             p: self.p,
             plan: self.plan,
@@ -264,10 +258,9 @@ impl<'p, 'b> Run<'p, 'b> {
     /// table, the report, and worker 0's counters of `unit` and group times
     /// while profiling. Nothing else touches the batch while it lives.
     pub(crate) fn detached(&mut self, unit: usize) -> Detached<'_> {
-        let Scratch { hot, cold, workers, .. } =
-            &mut **self.scratch.as_mut().expect("scratch until the run ends");
+        let Scratch { cold, workers, .. } = &mut **self.scratch.as_mut().expect("scratch until the run ends");
         let parts = &mut self.parts;
-        let table = column_table(hot, cold, parts);
+        let table = column_table(cold, parts);
         let w = &mut workers[0];
         Detached {
             table,
@@ -310,17 +303,11 @@ impl<'p, 'b> Run<'p, 'b> {
     }
 }
 
-/// Points a run's pointer tables at the batch's columns, once per run: they
-/// do not move while the run holds the batch.
-fn point_columns(p: &Pipeline, scratch: &mut Scratch, parts: &mut BatchParts<'_>) {
-    let hot = &mut scratch.hot;
-    // Same length every run: only the first run grows the table. At least
-    // `FRAME_FIELDS` entries (null past the schema) so a walk copies its
-    // frame with a fixed-size copy. Cold positions stay null.
-    hot.resize(parts.schema.fields().len().max(FRAME_FIELDS), SendPtr(std::ptr::null_mut()));
-    for &(position, slot) in &p.hot_fields {
-        hot[position] = SendPtr(parts.hot[slot].base_ptr());
-    }
+/// Points a run's table of cold columns at the batch's, once per run: they
+/// do not move while the run holds the batch. (The batch keeps its hot
+/// columns' pointers itself; the cold ones are taken afresh from `&mut`
+/// borrows, which any other borrow in between would invalidate.)
+fn point_cold(scratch: &mut Scratch, parts: &mut BatchParts<'_>) {
     scratch.cold.clear();
     scratch.cold.extend(parts.cold.iter_mut().map(|c| SendPtr(&mut **c as *mut dyn ColdStore)));
 }
@@ -335,15 +322,15 @@ fn file_errors(w: &mut Worker, errors: &mut ColdColumn<StageError>) {
     }
 }
 
-/// The column table over the pointers [`point_columns`] set.
+/// The column table over the batch's hot pointers and the cold ones
+/// [`point_cold`] set.
 fn column_table<'a, 'b: 'a>(
-    hot: &'a [SendPtr<u8>],
     cold: &'a [SendPtr<dyn ColdStore>],
     parts: &mut BatchParts<'b>,
 ) -> ColumnTable<'a> {
     ColumnTable {
         schema: parts.schema,
-        hot,
+        hot: parts.hot,
         cold,
         states: SendPtr(parts.states.as_mut_ptr()),
         len: parts.states.len(),
@@ -392,9 +379,9 @@ fn run_inline(p: &Pipeline, batch: &mut Batch) -> RunReport {
     let mut scratch = p.scratch.take().unwrap_or_else(|| Box::new(Scratch::new(p, 1)));
     batch.own_slots(&p.written_hot);
     let (mut parts, all_live) = batch.parts();
-    point_columns(p, &mut scratch, &mut parts);
-    let Scratch { hot, cold, workers, .. } = &mut *scratch;
-    let table = column_table(hot, cold, &mut parts);
+    point_cold(&mut scratch, &mut parts);
+    let Scratch { cold, workers, .. } = &mut *scratch;
+    let table = column_table(cold, &mut parts);
     let ctx = RunCtx { p, plan: &p.serial, table: &table, prof: false, turn: None, all_live };
     let w = &mut workers[0];
     let mut chunks = 0;

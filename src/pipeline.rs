@@ -235,16 +235,11 @@ impl PipelineBuilder {
             .collect();
         written_hot.sort_unstable();
         written_hot.dedup();
-        let hot_fields = (self.schema.fields().iter().enumerate())
-            .filter(|(_, f)| matches!(f.storage, Storage::Hot { .. }))
-            .map(|(position, f)| (position, f.slot))
-            .collect();
         let async_stage =
             serial.steps.iter().find(|s| s.meta.kind == Kind::Async).map(|s| s.meta.name.clone());
         Ok(Pipeline {
             async_stage,
             written_hot,
-            hot_fields,
             schema: self.schema,
             units: self.units,
             bases,
@@ -289,8 +284,6 @@ pub struct Pipeline {
     pub(crate) schema: Schema,
     /// Hot slots some stage writes: made owned before each run.
     pub(crate) written_hot: Vec<usize>,
-    /// Schema position and column slot of every hot field.
-    pub(crate) hot_fields: Vec<(usize, usize)>,
     pub(crate) units: Vec<Box<dyn Unit>>,
     pub(crate) bases: Vec<u16>,
     pub(crate) names: Vec<Vec<Option<Arc<str>>>>,

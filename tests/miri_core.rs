@@ -126,6 +126,61 @@ fn shared_columns_are_read_in_place_and_copied_when_written() {
     assert_eq!(b[0], 0, "writing copies first");
 }
 
+/// The batch keeps its hot columns' pointers between runs: writes and reads
+/// through the batch's own API in between must leave them valid (Stacked
+/// Borrows under Miri), and growing, clearing or importing must renew them.
+#[test]
+fn kept_column_pointers_survive_the_batch_api_between_runs() {
+    let (schema, f) = schema();
+    let p = pipeline(&schema, &f, 1);
+    let outputs = |batch: &Batch| -> Vec<u64> { batch.column(f.out).unwrap().to_vec() };
+    let fresh = |rows: u32, edit: &dyn Fn(&mut Batch)| {
+        let mut b = Batch::new(&schema);
+        fill(&f, &mut b, rows);
+        edit(&mut b);
+        p.run(&mut b).unwrap();
+        outputs(&b)
+    };
+    let mut batch = Batch::new(&schema);
+    fill(&f, &mut batch, 6);
+    p.run(&mut batch).unwrap();
+    // Values rewritten in place: the kept pointers stay.
+    let rewrite = |b: &mut Batch| {
+        b.column_mut(f.b).unwrap()[1] = 50;
+        b.column_mut(f.out).unwrap().fill(0);
+    };
+    rewrite(&mut batch);
+    assert_eq!(batch.column(f.b).unwrap()[1], 50);
+    batch.reset_control();
+    p.run(&mut batch).unwrap();
+    assert_eq!(outputs(&batch), fresh(6, &rewrite));
+    // Grown past its capacity: every column moves.
+    let grow = |b: &mut Batch| {
+        for i in 6..40 {
+            b.push_row().set(f.a, i).unwrap().set(f.b, u64::from(i)).unwrap();
+        }
+    };
+    grow(&mut batch);
+    batch.column_mut(f.out).unwrap().fill(0);
+    batch.reset_control();
+    p.run(&mut batch).unwrap();
+    let mut expected = Batch::new(&schema);
+    fill(&f, &mut expected, 6);
+    rewrite(&mut expected);
+    grow(&mut expected);
+    p.run(&mut expected).unwrap();
+    assert_eq!(outputs(&batch), outputs(&expected));
+    // Cleared and refilled, then shared columns imported over it.
+    fill(&f, &mut batch, 5);
+    p.run(&mut batch).unwrap();
+    assert_eq!(outputs(&batch), fresh(5, &|_| {}));
+    let a: Arc<Vec<u32>> = Arc::new((0..5).collect());
+    batch.import(5, [(f.a.index(), SharedColumn::new(a))]).unwrap();
+    batch.column_mut(f.b).unwrap().copy_from_slice(&[0, 3, 6, 9, 12]);
+    p.run(&mut batch).unwrap();
+    assert_eq!(outputs(&batch), fresh(5, &|_| {}));
+}
+
 /// Profiling (stops counted through `RowCtl`'s counters pointer) and an
 /// async stage (chunk slices handed to a future) on the same tiny batches.
 #[test]
