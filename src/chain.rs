@@ -681,14 +681,34 @@ impl<L: Layers> Chain<L> {
         let mut env = RowEnv { trap, stats, stopped: &mut stopped, errors: &mut *run.errors, names };
         let table = run.table;
         if full {
-            // No masks: a whole walk never tests one (they cost a one-row
-            // run 30 instructions).
             let plan = RowPlan { base, lo: slots.start, hi: slots.end, mask: u128::MAX };
             // SAFETY: forwarded from the caller's contract.
             unsafe { self.walk::<Whole>(walk, locals, table, &mut env, plan) };
-            run.live = run.live.map(|live| live.saturating_sub(stopped));
-            return;
+        } else {
+            // SAFETY: forwarded from the caller's contract.
+            unsafe { self.walk_part(slots, walk, locals, table, &mut env, base) };
         }
+        run.live = run.live.map(|live| live.saturating_sub(stopped));
+    }
+
+    /// Walks a part of the chain: picks the span the chain's type knows it
+    /// by, or tests the plan's mask per step.
+    ///
+    /// # Safety
+    /// As for `walk_rows`.
+    // Out of line, so the masks are worked out only for a part: inlined,
+    // they were hoisted above the choice and cost every whole walk (and so
+    // every one-row run) 40 instructions.
+    #[inline(never)]
+    unsafe fn walk_part(
+        &self,
+        slots: Range<usize>,
+        walk: Walk<'_>,
+        locals: &mut L::Locals,
+        table: &ColumnTable<'_>,
+        env: &mut RowEnv<'_>,
+        base: u16,
+    ) {
         let plan = RowPlan::new(base, slots);
         // The parts a parallel plan cuts the chain into, as the types know them.
         let runs = plan.mask & self.present_mask;
@@ -697,16 +717,15 @@ impl<L: Layers> Chain<L> {
         // SAFETY: forwarded from the caller's contract.
         unsafe {
             if known && runs == part(0, L::CUT) {
-                self.walk::<Head<L>>(walk, locals, table, &mut env, plan)
+                self.walk::<Head<L>>(walk, locals, table, env, plan)
             } else if known && runs == part(L::CUT, L::CUT_END) {
-                self.walk::<Mid<L>>(walk, locals, table, &mut env, plan)
+                self.walk::<Mid<L>>(walk, locals, table, env, plan)
             } else if known && runs == part(L::CUT_END, usize::MAX) {
-                self.walk::<Tail<L>>(walk, locals, table, &mut env, plan)
+                self.walk::<Tail<L>>(walk, locals, table, env, plan)
             } else {
-                self.walk::<Ranged>(walk, locals, table, &mut env, plan)
+                self.walk::<Ranged>(walk, locals, table, env, plan)
             }
         }
-        run.live = run.live.map(|live| live.saturating_sub(stopped));
     }
 
     /// # Safety

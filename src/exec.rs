@@ -526,9 +526,11 @@ impl RunCtx<'_> {
         // The ordered span (in turn): from the first ordered group to the
         // last, the groups whose turns the run takes from the run before and
         // passes to the run after.
-        let first = seg.groups.clone().find(|&gi| turn(gi).is_some());
-        let last = seg.groups.clone().rev().find(|&gi| turn(gi).is_some());
-        let (Some(first), Some(last)) = (first, last) else {
+        let span = self.turn.and_then(|_| {
+            let first = seg.groups.clone().find(|&gi| turn(gi).is_some())?;
+            Some((first, seg.groups.clone().rev().find(|&gi| turn(gi).is_some())?))
+        });
+        let Some((first, last)) = span else {
             for k in 0..n {
                 self.run_groups(seg.groups.clone(), w, arena, chunk_range(k, chunk_rows, len));
             }
