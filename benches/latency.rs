@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group};
-use mware::Batch;
+use mware::prelude::*;
 use mware::gateway8::{Columns, Composition, Fields, Gateway, GatewayPipeline, hand_fused};
 
 mod common;
@@ -47,9 +47,10 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Hand loop, static chain (runtime and pinned fields) and boxed stages on one row, alternating in
-/// rounds; prints median ns per request and per-round ratios to the hand
-/// loop.
+/// Hand loop, static chain (runtime and pinned fields) and boxed stages on
+/// one row, and a pipeline of one trivial stage (the fixed cost of a run),
+/// alternating in rounds; prints median ns per request and per-round ratios
+/// to the hand loop.
 fn paired(rounds: usize) {
     const REQUESTS: u32 = 100_000;
     let (schema, fields) = Fields::schema();
@@ -59,20 +60,38 @@ fn paired(rounds: usize) {
         .map(|c| GatewayPipeline::build(&fields, &schema, 1 << 20, c, |b| b.threads(1)).unwrap());
     let mut batch = Batch::new(&schema);
     fields.fill(&mut batch, 42, 7, 1).unwrap();
+    // The floor: the fixed cost of a run, through a pipeline of one trivial
+    // stage.
+    let (floor, mut floor_batch) = {
+        let mut s = SchemaBuilder::new();
+        let x = s.hot::<u64>("x");
+        let schema = s.build().unwrap();
+        let inc = stage::parallel("inc", Write(x), |x: &mut u64, _: &mut RowCtl| *x += 1);
+        let mut batch = Batch::new(&schema);
+        batch.resize(1);
+        (Pipeline::builder(&schema).threads(1).before(inc).build().unwrap(), batch)
+    };
     let request = |variant: usize| {
         let t = Instant::now();
         for _ in 0..REQUESTS {
-            if variant == 0 {
-                cols.status[0] = 0;
-                hand_fused(std::hint::black_box(&mut cols), &mut g);
-            } else {
-                batch.reset_control();
-                pipelines[variant - 1].pipeline.run(std::hint::black_box(&mut batch)).unwrap();
+            match variant {
+                0 => {
+                    cols.status[0] = 0;
+                    hand_fused(std::hint::black_box(&mut cols), &mut g);
+                }
+                1..=3 => {
+                    batch.reset_control();
+                    pipelines[variant - 1].pipeline.run(std::hint::black_box(&mut batch)).unwrap();
+                }
+                _ => {
+                    floor_batch.reset_control();
+                    floor.run(std::hint::black_box(&mut floor_batch)).unwrap();
+                }
             }
         }
         t.elapsed().as_nanos() as f64 / f64::from(REQUESTS)
     };
-    const NAMES: [&str; 4] = ["hand_fused", "mware_static", "mware_pinned", "mware_boxed"];
+    const NAMES: [&str; 5] = ["hand_fused", "mware_static", "mware_pinned", "mware_boxed", "one_trivial_stage"];
     let t = paired_rounds(rounds, NAMES.len(), request);
     let mut line = format!(
         "paired, {rounds} rounds of {REQUESTS} one-row requests (ns per request, ratio to the hand loop): {} {:.1}",
