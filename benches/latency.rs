@@ -12,8 +12,8 @@
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group};
-use mware::prelude::*;
 use mware::gateway8::{Columns, Composition, Fields, Gateway, GatewayPipeline, hand_fused};
+use mware::prelude::*;
 
 mod common;
 use common::{median, median_ratio, paired_rounds};
@@ -91,7 +91,8 @@ fn paired(rounds: usize) {
         }
         t.elapsed().as_nanos() as f64 / f64::from(REQUESTS)
     };
-    const NAMES: [&str; 5] = ["hand_fused", "mware_static", "mware_pinned", "mware_boxed", "one_trivial_stage"];
+    const NAMES: [&str; 5] =
+        ["hand_fused", "mware_static", "mware_pinned", "mware_boxed", "one_trivial_stage"];
     let t = paired_rounds(rounds, NAMES.len(), request);
     let mut line = format!(
         "paired, {rounds} rounds of {REQUESTS} one-row requests (ns per request, ratio to the hand loop): {} {:.1}",

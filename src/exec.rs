@@ -385,8 +385,18 @@ fn run_inline(p: &Pipeline, batch: &mut Batch) -> RunReport {
     let ctx = RunCtx { p, plan: &p.serial, table: &table, prof: false, turn: None, all_live };
     let w = &mut workers[0];
     let mut chunks = 0;
+    let one_chunk = (1..=p.serial.chunk_rows).contains(&table.len);
     for seg in &p.serial.segments {
-        chunks += ctx.run_serial(seg, w, parts.arena);
+        if one_chunk {
+            // Every segment is one chunk (a barrier's is the whole batch).
+            let mut live = None;
+            for gi in seg.groups.clone() {
+                ctx.run_group(gi, w, parts.arena, (0, table.len), &mut live);
+            }
+            chunks += 1;
+        } else {
+            chunks += ctx.run_serial(seg, w, parts.arena);
+        }
         file_errors(w, parts.errors);
     }
     w.arena.reset();

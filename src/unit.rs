@@ -192,7 +192,22 @@ const DENSE_SHARE: (usize, usize) = (4, 5);
 
 /// Picks the walk for `slots` of a fused unit; `None` when no row is
 /// visible. Leaves the chunk's live rows in `run.live` when it counts them.
+#[inline]
 pub(crate) fn select<'s>(
+    run: &mut ChunkRun<'_>,
+    slots: &Range<usize>,
+    layers: usize,
+    sel: &'s mut Vec<u32>,
+) -> Option<Walk<'s>> {
+    // Inline: a fresh chunk (every one-row run's) needs no look at its rows.
+    if run.fresh {
+        return Some(Walk::Fresh(run.start..run.start + run.len));
+    }
+    select_rows(run, slots, layers, sel)
+}
+
+/// [`select`] for a chunk that is not fresh.
+fn select_rows<'s>(
     run: &mut ChunkRun<'_>,
     slots: &Range<usize>,
     layers: usize,
@@ -200,9 +215,6 @@ pub(crate) fn select<'s>(
 ) -> Option<Walk<'s>> {
     let range = run.start..run.start + run.len;
     let dense = |count: usize| count * DENSE_SHARE.1 >= run.len * DENSE_SHARE.0;
-    if run.fresh {
-        return Some(Walk::Fresh(range));
-    }
     let visible = Visible::of_slots(slots, layers, run.depth_base);
     if let (Visible::Live, Some(live)) = (visible, run.live) {
         // Before-stages see the live rows: most are, so walk every row (a
