@@ -352,6 +352,7 @@ impl Batch {
 
     /// Looks up the hot columns' base pointers by field position (see
     /// `ColumnPtrs`).
+    #[cold]
     fn point_columns(&mut self) {
         let fields = self.schema.fields();
         let ptrs = &mut self.ptrs.by_position;
@@ -366,6 +367,9 @@ impl Batch {
     }
 
     /// The batch's parts for a run, and whether every row was live before it.
+    // Inline: returned through memory, the parts were stored field by field
+    // and read back whole, which stalls store forwarding.
+    #[inline]
     pub(crate) fn parts(&mut self) -> (BatchParts<'_>, bool) {
         let all_live = std::mem::replace(&mut self.all_live, false);
         if !self.ptrs.fresh {

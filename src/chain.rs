@@ -51,7 +51,7 @@ use crate::control::{RowCtl, RowState};
 use crate::error::StageError;
 use crate::report::SlotStats;
 use crate::stage::{Kind, RowStage, StageMeta, StatePolicy};
-use crate::unit::{ChunkRun, Unit, Visible, Walk, panic_message, select, stage_name};
+use crate::unit::{ChunkRun, LiveRows, Unit, Visible, Walk, own_local, panic_message, select, stage_name};
 
 /// The absent half of a layer (a middleware with only a before or only an
 /// after stage).
@@ -588,7 +588,7 @@ impl<L: Layers> Chain<L> {
             }));
             let Err(payload) = result else { return };
             // The unwound walk's count of stopped rows went down with it.
-            run.live = None;
+            run.live = LiveRows::UNKNOWN;
             let Some((row, slot, mut state)) = trap.take() else {
                 // The panic did not come from a stage (resolving or locking);
                 // nothing in this walk is trustworthy: fail it all.
@@ -688,7 +688,7 @@ impl<L: Layers> Chain<L> {
             // SAFETY: forwarded from the caller's contract.
             unsafe { self.walk_part(slots, walk, locals, table, &mut env, base) };
         }
-        run.live = run.live.map(|live| live.saturating_sub(stopped));
+        run.live = run.live.less(stopped);
     }
 
     /// Walks a part of the chain: picks the span the chain's type knows it
@@ -827,14 +827,15 @@ impl<L: Layers> Unit for Chain<L> {
         Box::new(self.layers.locals())
     }
 
-    fn run(
+    unsafe fn run(
         &self,
         slots: Range<usize>,
         local: &mut dyn Any,
         run: &mut ChunkRun<'_>,
         names: &[Option<Arc<str>>],
     ) {
-        let locals = local.downcast_mut::<L::Locals>().expect("locals made by this unit");
+        // SAFETY: forwarded from the caller's contract.
+        let locals = unsafe { own_local::<L::Locals>(local) };
         let mut sel = std::mem::take(run.sel);
         if let Some(walk) = select(run, &slots, L::LEN, &mut sel) {
             self.run_protected(slots, walk, locals, run, names);

@@ -19,7 +19,7 @@ use crate::plan::{Plan, Segment};
 use crate::report::{RunReport, SlotStats, StageReport, rows_seen};
 use crate::slot::BoxSlot;
 use crate::turns::{PassOnUnwind, Turn, Turns};
-use crate::unit::ChunkRun;
+use crate::unit::{ChunkRun, LiveRows};
 
 /// Where a pipeline's runs execute.
 #[derive(Clone)]
@@ -389,7 +389,7 @@ fn run_inline(p: &Pipeline, batch: &mut Batch) -> RunReport {
     for seg in &p.serial.segments {
         if one_chunk {
             // Every segment is one chunk (a barrier's is the whole batch).
-            let mut live = None;
+            let mut live = LiveRows::UNKNOWN;
             for gi in seg.groups.clone() {
                 ctx.run_group(gi, w, parts.arena, (0, table.len), &mut live);
             }
@@ -488,12 +488,12 @@ impl RunCtx<'_> {
         w: &mut Worker,
         arena: &Bump,
         (start, len): (usize, usize),
-        live: &mut Option<usize>,
+        live: &mut LiveRows,
     ) {
         let (p, g) = (self.p, &self.plan.groups[gi]);
         let t = self.prof.then(Instant::now);
         if gi == 0 && self.all_live {
-            *live = Some(len);
+            *live = LiveRows::known(len);
         }
         let mut run = ChunkRun {
             table: self.table,
@@ -507,7 +507,9 @@ impl RunCtx<'_> {
             arena,
             stats: if self.prof { Some(&mut w.stats[g.unit]) } else { None },
         };
-        p.units[g.unit].run(g.slots.clone(), &mut *w.locals[g.unit], &mut run, &p.names[g.unit]);
+        // SAFETY: a worker's locals are made by `Scratch::grow`, one per unit
+        // in unit order, each by its unit's `new_local`.
+        unsafe { p.units[g.unit].run(g.slots.clone(), &mut *w.locals[g.unit], &mut run, &p.names[g.unit]) };
         *live = run.live;
         if let Some(t) = t {
             w.group_time[gi] += t.elapsed();
@@ -516,7 +518,7 @@ impl RunCtx<'_> {
 
     /// Runs `groups` on one chunk (`(start, rows)`), in order.
     fn run_groups(&self, groups: Range<usize>, w: &mut Worker, arena: &Bump, chunk: (usize, usize)) {
-        let mut live = None;
+        let mut live = LiveRows::UNKNOWN;
         for gi in groups {
             self.run_group(gi, w, arena, chunk, &mut live);
         }
@@ -565,7 +567,7 @@ impl RunCtx<'_> {
         }
         for k in 0..n {
             let chunk = chunk_range(k, chunk_rows, len);
-            let mut live = None;
+            let mut live = LiveRows::UNKNOWN;
             for gi in first..=last {
                 let ordered = turn(gi);
                 if let (Some(t), 0) = (ordered, k) {
@@ -621,7 +623,7 @@ impl RunCtx<'_> {
                         break;
                     }
                     let chunk = chunk_range(k, chunk_rows, len);
-                    let mut live = None;
+                    let mut live = LiveRows::UNKNOWN;
                     for gi in seg.groups.clone() {
                         let ordered = self.plan.groups[gi].ordered;
                         if ordered {

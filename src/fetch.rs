@@ -47,7 +47,7 @@ use crate::plan::{Plan, Segment, Step};
 use crate::report::RunReport;
 use crate::stage::{Kind, Selection, StageMeta};
 use crate::turns::Turn;
-use crate::unit::{ChunkRun, Unit, panic_message};
+use crate::unit::{ChunkRun, LiveRows, Unit, panic_message};
 
 /// The error an async stage's future may return: any error type converts
 /// into it with `?` (and a `&str` or `String` with `.into()`).
@@ -396,7 +396,7 @@ impl Unit for AsyncLayer {
     /// Never reached through the public API (`Pipeline::run` refuses
     /// pipelines with async stages); should it be, the rows the stage would
     /// see fail instead of running without it.
-    fn run(
+    unsafe fn run(
         &self,
         slots: Range<usize>,
         _: &mut dyn std::any::Any,
@@ -417,7 +417,7 @@ impl Unit for AsyncLayer {
                 }
             }
         }
-        run.live = None;
+        run.live = LiveRows::UNKNOWN;
     }
 
     fn check(&self, schema: &crate::schema::Schema) -> Result<()> {

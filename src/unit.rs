@@ -38,7 +38,7 @@ pub struct ChunkRun<'r> {
     /// unit leaves the count after it here. Only picks the walk: a group of
     /// before-stages told that most rows are live walks them all, testing
     /// each, without counting first.
-    pub(crate) live: Option<usize>,
+    pub(crate) live: LiveRows,
     /// Depth of the unit's first layer.
     pub(crate) depth_base: u16,
     pub(crate) sel: &'r mut Vec<u32>,
@@ -74,6 +74,32 @@ impl ChunkRun<'_> {
         // write through the table's pointer (callers hold it only while
         // selecting).
         unsafe { self.table.states_mut(self.start, self.len) }
+    }
+}
+
+/// A chunk's live rows, when known. One word: an `Option<usize>` is two,
+/// written half by half and then read whole by the next group, which stalls
+/// store forwarding (twice per group: a third of a one-row run's time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LiveRows(usize);
+
+impl LiveRows {
+    pub(crate) const UNKNOWN: LiveRows = LiveRows(usize::MAX);
+
+    pub(crate) fn known(rows: usize) -> LiveRows {
+        LiveRows(rows.min(usize::MAX - 1))
+    }
+
+    pub(crate) fn get(self) -> Option<usize> {
+        (self != LiveRows::UNKNOWN).then_some(self.0)
+    }
+
+    /// The count after `stopped` more rows stopped.
+    pub(crate) fn less(self, stopped: usize) -> LiveRows {
+        match self.get() {
+            Some(live) => LiveRows(live.saturating_sub(stopped)),
+            None => self,
+        }
     }
 }
 
@@ -216,7 +242,7 @@ fn select_rows<'s>(
     let range = run.start..run.start + run.len;
     let dense = |count: usize| count * DENSE_SHARE.1 >= run.len * DENSE_SHARE.0;
     let visible = Visible::of_slots(slots, layers, run.depth_base);
-    if let (Visible::Live, Some(live)) = (visible, run.live) {
+    if let (Visible::Live, Some(live)) = (visible, run.live.get()) {
         // Before-stages see the live rows: most are, so walk every row (a
         // dense walk tests each) and skip the count. The count is only
         // trusted for this choice; a wrong one costs time, never a row.
@@ -235,7 +261,7 @@ fn select_rows<'s>(
     } else {
         Some(Walk::Sparse(visible.compact(states, run.start as u32, sel)))
     };
-    run.live = Some(live);
+    run.live = LiveRows::known(live);
     walk
 }
 
@@ -265,6 +291,22 @@ pub(crate) fn stage_name(names: &[Option<Arc<str>>], slot: usize) -> Arc<str> {
     names.get(slot).and_then(Clone::clone).unwrap_or_else(|| "?".into())
 }
 
+/// `local` as the type its unit made it.
+///
+/// # Safety
+/// `local` is a `T`: it was made by the `new_local` of the unit (or chunk
+/// step) asking.
+#[inline(always)]
+pub(crate) unsafe fn own_local<T: Any>(local: &mut dyn Any) -> &mut T {
+    // Checked in debug builds only: the check compares `TypeId`s read back
+    // whole right after they were stored in halves, a store-forwarding stall
+    // per group per chunk (2 ns each, 16 of a one-row run through eight
+    // boxed stages).
+    debug_assert!(local.is::<T>());
+    // SAFETY: the caller guarantees `local` is a `T`.
+    unsafe { &mut *(local as *mut dyn Any).cast::<T>() }
+}
+
 /// A registered unit of one or more layers.
 pub trait Unit: Send + Sync {
     /// Number of layers (middleware depths) the unit covers.
@@ -276,7 +318,10 @@ pub trait Unit: Send + Sync {
     /// Fresh per-worker scratch (reduction partials).
     fn new_local(&self) -> Box<dyn Any + Send>;
     /// Runs `slots` on one chunk.
-    fn run(
+    ///
+    /// # Safety
+    /// `local` was made by this unit's [`new_local`](Unit::new_local).
+    unsafe fn run(
         &self,
         slots: Range<usize>,
         local: &mut dyn Any,
@@ -297,7 +342,9 @@ pub trait Unit: Send + Sync {
 trait ChunkStep: Send + Sync {
     fn meta(&self) -> StageMeta;
     fn new_local(&self) -> Box<dyn Any + Send>;
-    fn run(
+    /// # Safety
+    /// `local` was made by this step's `new_local`.
+    unsafe fn run(
         &self,
         local: &mut dyn Any,
         slot: usize,
@@ -317,7 +364,7 @@ impl<S: ChunkStage> ChunkStep for S {
         Box::new(self.policy().local())
     }
 
-    fn run(
+    unsafe fn run(
         &self,
         local: &mut dyn Any,
         slot: usize,
@@ -326,7 +373,8 @@ impl<S: ChunkStage> ChunkStep for S {
         run: &mut ChunkRun<'_>,
         name: &Arc<str>,
     ) {
-        let local = local.downcast_mut::<<S::Policy as StatePolicy>::Local>().expect("own local");
+        // SAFETY: forwarded from the caller's contract.
+        let local = unsafe { own_local::<<S::Policy as StatePolicy>::Local>(local) };
         // SAFETY: the chunk `start .. start + len` belongs to this worker for
         // the whole call; the state slice and the column slices are distinct
         // memory, and validation keeps the stage's written fields disjoint
@@ -426,24 +474,27 @@ impl Unit for ChunkLayer {
         Box::new(self.halves().map(|h| h.map(ChunkStep::new_local)))
     }
 
-    fn run(
+    unsafe fn run(
         &self,
         slots: Range<usize>,
         local: &mut dyn Any,
         run: &mut ChunkRun<'_>,
         names: &[Option<Arc<str>>],
     ) {
-        let locals = local.downcast_mut::<[Option<Box<dyn Any + Send>>; 2]>().expect("own locals");
+        // SAFETY: forwarded from the caller's contract.
+        let locals = unsafe { own_local::<[Option<Box<dyn Any + Send>>; 2]>(local) };
         let depth = run.depth_base;
         for slot in slots {
             let (Some(step), Some(local)) = (self.halves()[slot], locals[slot].as_deref_mut()) else {
                 continue;
             };
             let visible = if slot == 0 { Visible::Live } else { Visible::After(depth) };
-            step.run(local, slot, visible, depth, run, &stage_name(names, slot));
+            // SAFETY: `new_local` made `locals[slot]` with this half's own
+            // `new_local`.
+            unsafe { step.run(local, slot, visible, depth, run, &stage_name(names, slot)) };
             // The step may have stopped rows, uncounted.
             run.fresh = false;
-            run.live = None;
+            run.live = LiveRows::UNKNOWN;
         }
     }
 }
