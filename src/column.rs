@@ -140,7 +140,7 @@ impl HotColumn {
     /// Resizes to `rows` rows; new rows are zeroed. Keeps the allocation.
     /// Returns whether the base pointer moved.
     pub(crate) fn resize(&mut self, old_rows: usize, rows: usize) -> bool {
-        let before = self.lines.as_ptr();
+        let before = self.owned_base();
         let copied = self.make_owned(old_rows);
         let lines = self.lines_for(rows);
         if rows > old_rows {
@@ -154,7 +154,9 @@ impl HotColumn {
             }
         }
         self.lines.resize(lines, Line([0; COLUMN_ALIGN]));
-        copied || self.lines.as_ptr() != before
+        // Moved also without reallocating: the pad applies once there are
+        // lines enough for it (a reserved column's first rows).
+        copied || self.owned_base() != before
     }
 
     pub(crate) fn reserve(&mut self, rows: usize) {
@@ -199,6 +201,11 @@ impl HotColumn {
             // to them valid, and skips a bounds check.
             None => self.lines.as_mut_ptr().wrapping_add(self.pad.min(self.lines.len())).cast(),
         }
+    }
+
+    /// Where the owned values start (only compared, never read through).
+    fn owned_base(&self) -> *const Line {
+        self.lines.as_ptr().wrapping_add(self.pad.min(self.lines.len()))
     }
 
     pub(crate) fn allocated_bytes(&self) -> usize {

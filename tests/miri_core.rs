@@ -179,6 +179,13 @@ fn kept_column_pointers_survive_the_batch_api_between_runs() {
     batch.column_mut(f.b).unwrap().copy_from_slice(&[0, 3, 6, 9, 12]);
     p.run(&mut batch).unwrap();
     assert_eq!(outputs(&batch), fresh(5, &|_| {}));
+    // Run empty with room reserved, then filled without reallocating: the
+    // columns' start moves past their padding all the same.
+    let mut batch = Batch::with_capacity(&schema, 8);
+    p.run(&mut batch).unwrap();
+    fill(&f, &mut batch, 5);
+    p.run(&mut batch).unwrap();
+    assert_eq!(outputs(&batch), fresh(5, &|_| {}));
 }
 
 /// Profiling (stops counted through `RowCtl`'s counters pointer) and an
