@@ -16,6 +16,12 @@ use crate::schema::{Field, Schema, Storage};
 /// the same size allocates nothing. Rows are never dropped by processing:
 /// rejected and failed rows stay in place, marked.
 ///
+/// A batch also keeps its columns' addresses for the executor from run to
+/// run. For one request at a time, reuse one batch: rewrite its values
+/// ([`column_mut`](Batch::column_mut), [`row_mut`](Batch::row_mut)) and
+/// [`reset_control`](Batch::reset_control), or `clear` and refill it within
+/// its capacity; the next run then skips looking the columns up.
+///
 /// ```
 /// use mware::prelude::*;
 ///
