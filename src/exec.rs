@@ -177,11 +177,8 @@ impl<'p, 'b> Run<'p, 'b> {
         // A run in turn keeps ordered groups apart so the runs before and
         // after it overlap with everything else.
         let plan = if workers > 1 || turn.is_some() { &p.parallel } else { &p.serial };
-        let mut scratch = p.scratch.take().unwrap_or_else(|| Box::new(Scratch::new(p, 1)));
+        let (mut scratch, parts, all_live) = prepare(p, batch);
         scratch.ensure(p, workers);
-        batch.own_slots(&p.written_hot);
-        let (mut parts, all_live) = batch.parts();
-        point_cold(&mut scratch, &mut parts);
         let mut stopped_before = Vec::new();
         if prof && !all_live {
             stopped_before = vec![0; p.serial.steps.iter().map(|s| s.depth + 1).max().unwrap_or(0)];
@@ -303,6 +300,20 @@ impl<'p, 'b> Run<'p, 'b> {
     }
 }
 
+/// Takes scratch from the pipeline (with at least one worker) and readies
+/// `batch` for a run: the columns stages write made owned, the cold tables
+/// pointed. Also says whether every row was live.
+// Always inline: returned through memory, the parts would be read back
+// whole right after being stored field by field (a store-forwarding stall).
+#[inline(always)]
+fn prepare<'b>(p: &Pipeline, batch: &'b mut Batch) -> (Box<Scratch>, BatchParts<'b>, bool) {
+    let mut scratch = p.scratch.take().unwrap_or_else(|| Box::new(Scratch::new(p, 1)));
+    batch.own_slots(&p.written_hot);
+    let (mut parts, all_live) = batch.parts();
+    point_cold(&mut scratch, &mut parts);
+    (scratch, parts, all_live)
+}
+
 /// Points a run's table of cold columns at the batch's, once per run: they
 /// do not move while the run holds the batch. (The batch keeps its hot
 /// columns' pointers itself; the cold ones are taken afresh from `&mut`
@@ -376,10 +387,7 @@ pub(crate) fn run(p: &Pipeline, batch: &mut Batch) -> RunReport {
 /// makes, without its bookkeeping, which is most of the cost of a run of a
 /// few rows.
 fn run_inline(p: &Pipeline, batch: &mut Batch) -> RunReport {
-    let mut scratch = p.scratch.take().unwrap_or_else(|| Box::new(Scratch::new(p, 1)));
-    batch.own_slots(&p.written_hot);
-    let (mut parts, all_live) = batch.parts();
-    point_cold(&mut scratch, &mut parts);
+    let (mut scratch, mut parts, all_live) = prepare(p, batch);
     let Scratch { cold, workers, .. } = &mut *scratch;
     let table = column_table(cold, &mut parts);
     let ctx = RunCtx { p, plan: &p.serial, table: &table, prof: false, turn: None, all_live };
@@ -389,10 +397,7 @@ fn run_inline(p: &Pipeline, batch: &mut Batch) -> RunReport {
     for seg in &p.serial.segments {
         if one_chunk {
             // Every segment is one chunk (a barrier's is the whole batch).
-            let mut live = LiveRows::UNKNOWN;
-            for gi in seg.groups.clone() {
-                ctx.run_group(gi, w, parts.arena, (0, table.len), &mut live);
-            }
+            ctx.run_groups(seg.groups.clone(), w, parts.arena, (0, table.len));
             chunks += 1;
         } else {
             chunks += ctx.run_serial(seg, w, parts.arena);
