@@ -12,11 +12,13 @@ use crossbeam::utils::CachePadded;
 
 use crate::access::{ColumnTable, SendPtr};
 use crate::batch::{Batch, BatchParts};
+use crate::beside::Beside;
 use crate::column::{ColdColumn, ColdStore};
 use crate::error::StageError;
 use crate::pipeline::Pipeline;
 use crate::plan::{Plan, Segment};
 use crate::report::{RunReport, SlotStats, StageReport, rows_seen};
+use crate::schema::Storage;
 use crate::slot::BoxSlot;
 use crate::turns::{PassOnUnwind, Turn, Turns};
 use crate::unit::{ChunkRun, LiveRows};
@@ -56,6 +58,8 @@ pub(crate) struct Worker {
     sel: Vec<u32>,
     errors: Vec<(usize, StageError)>,
     arena: Bump,
+    /// The later side of groups that run side by side.
+    beside: Beside,
 }
 
 /// Buffers a run needs, kept between runs so steady state allocates nothing.
@@ -118,6 +122,7 @@ impl Scratch {
                 sel: Vec::with_capacity(p.serial.chunk_rows),
                 errors: Vec::new(),
                 arena: Bump::new(),
+                beside: Beside::default(),
             });
         }
         while self.cursors.len() < workers {
@@ -144,6 +149,9 @@ pub(crate) struct Run<'p, 'b> {
     /// Whether every row was live when the run began: the first group then
     /// needs no look at the control words.
     all_live: bool,
+    /// Whether groups marked [`beside`](crate::plan::Group::beside) run side
+    /// by side with the group before them.
+    beside: bool,
     /// While profiling: rows already stopped at each depth when the run
     /// began (empty when every row was live).
     stopped_before: Vec<u64>,
@@ -169,14 +177,20 @@ impl<'p, 'b> Run<'p, 'b> {
         let started = prof.then(Instant::now);
         let len = batch.len();
         let steps = p.serial.steps.len();
-        let workers = if !may_split || turn.is_some() || len.saturating_mul(steps) < p.min_parallel_work {
-            1
-        } else {
+        let split = may_split && turn.is_none() && len.saturating_mul(steps) >= p.min_parallel_work;
+        let workers = if split {
             p.threads.workers().max(1).min(len.div_ceil(p.parallel.chunk_rows)).max(1)
+        } else {
+            1
         };
+        // A batch of one chunk that would split cannot spread its chunks,
+        // but may run pairs of groups side by side (not while profiling:
+        // the later stage's counts would include rows it must not see).
+        let beside =
+            split && workers == 1 && !prof && p.threads.may_be_parallel() && p.parallel.has_side_by_side();
         // A run in turn keeps ordered groups apart so the runs before and
         // after it overlap with everything else.
-        let plan = if workers > 1 || turn.is_some() { &p.parallel } else { &p.serial };
+        let plan = if workers > 1 || turn.is_some() || beside { &p.parallel } else { &p.serial };
         let (mut scratch, parts, all_live) = prepare(p, batch);
         scratch.ensure(p, workers);
         let mut stopped_before = Vec::new();
@@ -188,7 +202,8 @@ impl<'p, 'b> Run<'p, 'b> {
                 }
             }
         }
-        let report = RunReport { rows: len, threads: workers, ..RunReport::default() };
+        let report =
+            RunReport { rows: len, threads: if beside { 2 } else { workers }, ..RunReport::default() };
         #[cfg(feature = "tracing")]
         let span = crate::report::trace::run(plan, len, workers);
         Run {
@@ -200,6 +215,7 @@ impl<'p, 'b> Run<'p, 'b> {
             prof,
             started,
             all_live,
+            beside,
             stopped_before,
             report,
             turn,
@@ -231,6 +247,7 @@ impl<'p, 'b> Run<'p, 'b> {
             prof: self.prof,
             turn: self.turn,
             all_live: self.all_live,
+            beside: self.beside,
         };
         let ws = &mut workers[..self.workers];
         let t = self.prof.then(Instant::now);
@@ -279,6 +296,7 @@ impl<'p, 'b> Run<'p, 'b> {
         }
         for w in ws {
             w.arena.reset();
+            w.beside.arena.reset();
         }
         self.p.scratch.put(scratch);
         // Field by field: copying the whole report with wide loads right
@@ -390,7 +408,7 @@ fn run_inline(p: &Pipeline, batch: &mut Batch) -> RunReport {
     let (mut scratch, mut parts, all_live) = prepare(p, batch);
     let Scratch { cold, workers, .. } = &mut *scratch;
     let table = column_table(cold, &mut parts);
-    let ctx = RunCtx { p, plan: &p.serial, table: &table, prof: false, turn: None, all_live };
+    let ctx = RunCtx { p, plan: &p.serial, table: &table, prof: false, turn: None, all_live, beside: false };
     let w = &mut workers[0];
     let mut chunks = 0;
     let one_chunk = (1..=p.serial.chunk_rows).contains(&table.len);
@@ -479,6 +497,8 @@ struct RunCtx<'r> {
     turn: Option<Turn<'r>>,
     /// Every row was live when the run began.
     all_live: bool,
+    /// Groups marked `beside` run side by side with the one before them.
+    beside: bool,
 }
 
 impl RunCtx<'_> {
@@ -529,6 +549,109 @@ impl RunCtx<'_> {
         }
     }
 
+    /// Runs `groups` on one chunk, in order, each group marked `beside`
+    /// side by side with the one before it.
+    fn run_groups_beside(&self, groups: Range<usize>, w: &mut Worker, arena: &Bump, chunk: (usize, usize)) {
+        let mut live = LiveRows::UNKNOWN;
+        let mut gi = groups.start;
+        while gi < groups.end {
+            if gi + 1 < groups.end && self.plan.groups[gi + 1].beside {
+                self.run_pair(gi, w, arena, chunk, &mut live);
+                gi += 2;
+            } else {
+                self.run_group(gi, w, arena, chunk, &mut live);
+                gi += 1;
+            }
+        }
+    }
+
+    /// Runs group `gi` and the group after it on one chunk at once, with
+    /// `rayon::join`: the later one on its own copy of the control words,
+    /// then settled so the rows `gi` stopped are as if it had never run on
+    /// them (`crate::beside`), or run again after `gi` when it cannot be.
+    /// Both use worker arenas: they run on pool threads, and the batch's
+    /// arena is not `Sync`.
+    fn run_pair(
+        &self,
+        gi: usize,
+        w: &mut Worker,
+        batch_arena: &Bump,
+        (start, len): (usize, usize),
+        live: &mut LiveRows,
+    ) {
+        let (p, table) = (self.p, self.table);
+        let (g, h) = (&self.plan.groups[gi], &self.plan.groups[gi + 1]);
+        // Both see the rows as the group before `gi` left them.
+        let fresh = self.all_live && gi == 0;
+        if fresh {
+            *live = LiveRows::known(len);
+        }
+        let written = || {
+            self.plan.steps[h.steps.start].meta.uses.iter().filter(|u| u.write).map(|u| {
+                let size = match table.schema.fields()[u.index()].storage {
+                    Storage::Hot { size } => size,
+                    Storage::Cold => 0,
+                };
+                (u.index(), size)
+            })
+        };
+        let Worker { locals, sel, errors, arena, beside, .. } = w;
+        // The plan pairs groups of different units, `g`'s first.
+        let (earlier, later) = locals.split_at_mut(h.unit);
+        let (local_g, local_h) = (&mut *earlier[g.unit], &mut *later[0]);
+        // SAFETY: the chunk is this worker's and nothing runs on it yet; the
+        // written fields are hot fields of the batch's schema.
+        let side = unsafe { beside.begin(table, written(), start, len) };
+        let live_before = *live;
+        let earlier_errors = &mut *errors;
+        let earlier_run = move || {
+            let mut run = ChunkRun {
+                table,
+                start,
+                len,
+                fresh,
+                live: live_before,
+                depth_base: p.bases[g.unit],
+                sel,
+                errors: earlier_errors,
+                arena,
+                stats: None,
+            };
+            // SAFETY: a worker's locals are made by `Scratch::grow`, one per
+            // unit in unit order, each by its unit's `new_local`. Running
+            // beside the later stage is sound: the plan pairs them only when
+            // neither touches a field the other writes, and the later one
+            // writes control words of its own (`Side::table`).
+            unsafe { p.units[g.unit].run(g.slots.clone(), local_g, &mut run, &p.names[g.unit]) };
+        };
+        let later_run = move || {
+            let mut run = ChunkRun {
+                table: &side.table,
+                start,
+                len,
+                fresh,
+                live: live_before,
+                depth_base: p.bases[h.unit],
+                sel: side.sel,
+                errors: side.errors,
+                arena: side.arena,
+                stats: None,
+            };
+            // SAFETY: as for the earlier group.
+            unsafe { p.units[h.unit].run(h.slots.clone(), local_h, &mut run, &p.names[h.unit]) };
+        };
+        match &p.threads {
+            Threads::Pool(pool) => pool.install(|| rayon::join(earlier_run, later_run)),
+            _ => rayon::join(earlier_run, later_run),
+        };
+        // SAFETY: as for `begin`; both runs have ended.
+        let settled = unsafe { beside.settle(table, written(), (start, len), errors) };
+        *live = LiveRows::UNKNOWN;
+        if !settled {
+            self.run_group(gi + 1, w, batch_arena, (start, len), live);
+        }
+    }
+
     /// Runs a segment on the calling thread: chunk-major, so a chunk stays
     /// in cache across every group of the segment. In turn, in three phases
     /// over the chunks: the groups before the ordered span; the span, each
@@ -549,7 +672,12 @@ impl RunCtx<'_> {
         });
         let Some((first, last)) = span else {
             for k in 0..n {
-                self.run_groups(seg.groups.clone(), w, arena, chunk_range(k, chunk_rows, len));
+                let chunk = chunk_range(k, chunk_rows, len);
+                if self.beside && !seg.barrier {
+                    self.run_groups_beside(seg.groups.clone(), w, arena, chunk);
+                } else {
+                    self.run_groups(seg.groups.clone(), w, arena, chunk);
+                }
             }
             return n;
         };

@@ -336,7 +336,13 @@ impl<S: AsyncStage> AsyncStep for Fetch<S> {
     fn meta(&self) -> StageMeta {
         let mut uses = Vec::new();
         self.stage.access().uses(&mut uses);
-        StageMeta { name: self.name.clone(), kind: Kind::Async, rejects: self.rejects, uses }
+        StageMeta {
+            name: self.name.clone(),
+            kind: Kind::Async,
+            rejects: self.rejects,
+            side_by_side: false,
+            uses,
+        }
     }
 
     fn chunk_rows(&self) -> Option<usize> {

@@ -59,6 +59,7 @@ pub mod aio;
 #[cfg(feature = "arrow")]
 pub mod arrow;
 mod batch;
+mod beside;
 pub mod chain;
 mod column;
 mod control;

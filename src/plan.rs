@@ -43,6 +43,12 @@ pub struct Group {
     /// deeper than all of them: in a run whose rows all came in live, every
     /// row reaches them (their walk needs no look at a row's stop).
     pub(crate) afters_reach_all: bool,
+    /// Runs side by side with the group before it, on a second thread, when
+    /// a batch is one chunk (parallel plan only): a lone
+    /// [`side_by_side`](crate::stage::RowFn::side_by_side) before-stage
+    /// sharing no written field with that group, whose stops on the rows
+    /// that group stops are undone.
+    pub beside: bool,
 }
 
 /// Groups that run chunk by chunk together; segments are separated by
@@ -174,6 +180,7 @@ impl Plan {
                     fused: false,
                     ordered,
                     afters_reach_all: false,
+                    beside: false,
                 });
             }
             let g = groups.len() - 1;
@@ -189,6 +196,10 @@ impl Plan {
             let earlier = steps[..g.steps.start].iter().map(|s| s.depth).min().unwrap_or(usize::MAX);
             let afters = steps[g.steps.clone()].iter().filter(|s| s.after).map(|s| s.depth).max();
             g.afters_reach_all = afters.is_some_and(|deepest| deepest < earlier);
+        }
+
+        if parallel {
+            mark_side_by_side(units, &steps, &mut groups, &segments);
         }
 
         let mut touched = vec![false; schema.len()];
@@ -214,6 +225,12 @@ impl Plan {
         });
         let field_names = schema.fields().iter().map(|f| f.name.clone()).collect();
         Plan { steps, groups, segments, chunk_rows, parallel, bytes_per_row, field_names }
+    }
+
+    /// Whether a group runs side by side with the one before it (see
+    /// [`Group::beside`]).
+    pub fn has_side_by_side(&self) -> bool {
+        self.groups.iter().any(|g| g.beside)
     }
 
     /// The plan as text: how it runs (one thread, or chunks spread over
@@ -304,7 +321,16 @@ impl Plan {
                     (false, true) => " · in row order",
                     (false, false) => "",
                 };
-                let _ = writeln!(out, "  group {gi}: {shape}{when}");
+                let beside = if g.beside {
+                    format!(
+                        " · side by side with group {} on a second thread when a batch is one chunk \
+                         (undone on the rows that group stops)",
+                        gi - 1
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(out, "  group {gi}: {shape}{when}{beside}");
                 for s in &self.steps[g.steps.clone()] {
                     let role = if s.after { "after " } else { "before" };
                     let rejects = if s.meta.rejects { "may reject" } else { "" };
@@ -390,6 +416,9 @@ impl Plan {
                 if g.ordered {
                     label.push_str(", in row order");
                 }
+                if g.beside {
+                    let _ = write!(label, ", side by side with group {}", gi - 1);
+                }
                 let style = if g.fused {
                     "style=\"rounded,filled\"; fillcolor=\"#f3f6fa\"; color=\"#4e79a7\""
                 } else {
@@ -461,6 +490,44 @@ impl Plan {
         }
         out.push_str("}\n");
         out
+    }
+}
+
+/// Marks each group that may run side by side with the group before it:
+/// one before-stage of its own that asked to
+/// ([`StageMeta::side_by_side`]), a stateless row stage (each row's result
+/// depends on that row alone), touching no cold field; the
+/// group before it in the same chunked segment, of another unit (their
+/// scratch is per unit), made of before-stages only (so every row it stops
+/// is one the later stage must not have seen, and nothing after it is
+/// reordered) and sharing no field with it where either writes. A group
+/// pairs at most once.
+fn mark_side_by_side(units: &[Box<dyn Unit>], steps: &[Step], groups: &mut [Group], segments: &[Segment]) {
+    for seg in segments.iter().filter(|seg| !seg.barrier) {
+        let mut gi = seg.groups.start + 1;
+        while gi < seg.groups.end {
+            let (g, h) = (&groups[gi - 1], &groups[gi]);
+            let later = &steps[h.steps.start];
+            let earlier = &steps[g.steps.clone()];
+            let eligible = h.steps.len() == 1
+                && !later.after
+                && later.meta.side_by_side
+                && later.meta.kind == Kind::Parallel
+                && units[h.unit].fused()
+                && later.meta.uses.iter().all(|u| !u.cold)
+                && g.unit != h.unit
+                && earlier.iter().all(|s| !s.after)
+                && earlier
+                    .iter()
+                    .flat_map(|s| &s.meta.uses)
+                    .all(|u| later.meta.uses.iter().all(|v| u.index() != v.index() || !(u.write || v.write)));
+            if eligible {
+                groups[gi].beside = true;
+                gi += 2;
+            } else {
+                gi += 1;
+            }
+        }
     }
 }
 

@@ -63,6 +63,9 @@ pub struct StageMeta {
     pub kind: Kind,
     /// Whether it declared that it may reject rows.
     pub rejects: bool,
+    /// Whether it may run side by side with the group before it, on rows
+    /// that group may still stop (see [`RowFn::side_by_side`]).
+    pub side_by_side: bool,
     /// The fields it touches.
     pub uses: Vec<FieldUse>,
 }
@@ -334,13 +337,79 @@ pub struct RowFn<A, P, F> {
     access: A,
     policy: P,
     rejects: bool,
+    side_by_side: bool,
     f: F,
+}
+
+impl<A: Access, P, F> RowFn<A, P, F> {
+    fn new(name: &str, access: A, policy: P, f: F) -> Self {
+        RowFn { name: name.into(), access, policy, rejects: false, side_by_side: false, f }
+    }
+
+    fn meta_as(&self, kind: Kind) -> StageMeta {
+        let mut uses = Vec::new();
+        self.access.uses(&mut uses);
+        StageMeta {
+            name: self.name.clone(),
+            kind,
+            rejects: self.rejects,
+            side_by_side: self.side_by_side,
+            uses,
+        }
+    }
 }
 
 impl<A, P, F> RowFn<A, P, F> {
     /// Declares that the stage may reject rows (shown by `explain`).
     pub fn rejects(mut self) -> Self {
         self.rejects = true;
+        self
+    }
+}
+
+impl<A, F> RowFn<A, Stateless, F> {
+    /// Lets the plan run this stage side by side with the group just before
+    /// it, on a second thread, when a batch is a single chunk and the
+    /// pipeline may use several threads; [`Pipeline::explain`] lists the
+    /// pairs it formed.
+    ///
+    /// The stage then runs on the rows live when that group starts, before
+    /// knowing which of them the group stops. For the rows the group
+    /// rejects or fails, the stage's writes to its declared fields and its
+    /// own rejections and failures are undone, so every row ends exactly as
+    /// if the two had run one after the other. What the stage does outside
+    /// its declared access (a log line, a counter it captured) is not
+    /// undone: hence the opt-in. (Chunk stages cannot ask: what a chunk
+    /// stage does may depend on which rows it is given, down to a panic
+    /// failing all of them.) The plan pairs the stage only when it is
+    /// registered on its own as a before-stage, touches no cold field, and
+    /// shares no field with the group before it where either side writes;
+    /// that group must hold only before-stages and belong to another
+    /// registration. Otherwise the hint is ignored.
+    ///
+    /// It pays for stages costing much more per batch than handing work to
+    /// another thread (a few microseconds).
+    ///
+    /// ```
+    /// use mware::prelude::*;
+    ///
+    /// let mut s = SchemaBuilder::new();
+    /// let (x, y, z) = (s.hot::<u32>("x"), s.hot::<u64>("y"), s.hot::<u64>("z"));
+    /// let schema = s.build()?;
+    /// let check = stage::parallel("check", Read(x), |x: &u32, ctl: &mut RowCtl| {
+    ///     if *x == 0 { ctl.reject(400) }
+    /// }).rejects();
+    /// let score = stage::parallel("score", (Read(y), Write(z)), |(y, z): (&u64, &mut u64), _: &mut RowCtl| {
+    ///     *z = (0..64).fold(*y, |h, i| h.rotate_left(5) ^ i);
+    /// }).side_by_side();
+    /// let pipeline = Pipeline::builder(&schema).before(check).before(score).threads(2).build()?;
+    /// assert!(pipeline.explain().contains("side by side with group 0"));
+    /// # Ok::<(), mware::Error>(())
+    /// ```
+    ///
+    /// [`Pipeline::explain`]: crate::Pipeline::explain
+    pub fn side_by_side(mut self) -> Self {
+        self.side_by_side = true;
         self
     }
 }
@@ -363,12 +432,6 @@ where
     }
 }
 
-fn meta_of<A: Access>(name: &Arc<str>, access: &A, kind: Kind, rejects: bool) -> StageMeta {
-    let mut uses = Vec::new();
-    access.uses(&mut uses);
-    StageMeta { name: name.clone(), kind, rejects, uses }
-}
-
 impl<A, P, F> RowStage for RowFn<A, P, F>
 where
     A: Access,
@@ -378,7 +441,7 @@ where
     type Access = A;
     type Policy = P;
     fn meta(&self) -> StageMeta {
-        meta_of(&self.name, &self.access, P::KIND, self.rejects)
+        self.meta_as(P::KIND)
     }
     #[inline(always)]
     fn access(&self) -> &A {
@@ -413,7 +476,7 @@ where
     A: Access,
     F: Fn(RowOf<'_, A>, &mut RowCtl) + Send + Sync + 'static,
 {
-    RowFn { name: name.into(), access, policy: Stateless, rejects: false, f: Plain(f) }
+    RowFn::new(name, access, Stateless, Plain(f))
 }
 
 /// A sequential per-row stage owning `state`: sees rows in submission
@@ -424,7 +487,7 @@ where
     S: Send + 'static,
     F: Fn(&mut S, RowOf<'_, A>, &mut RowCtl) + Send + Sync + 'static,
 {
-    RowFn { name: name.into(), access, policy: Owned::new(state), rejects: false, f: WithState(f) }
+    RowFn::new(name, access, Owned::new(state), WithState(f))
 }
 
 /// A per-row reduction: each worker folds rows into its own copy of `init`;
@@ -444,7 +507,7 @@ where
     F: Fn(&mut P, RowOf<'_, A>, &mut RowCtl) + Send + Sync + 'static,
     M: Fn(&mut P, &P) + Send + Sync + 'static,
 {
-    RowFn { name: name.into(), access, policy: Partial::new(init, merge), rejects: false, f: WithState(f) }
+    RowFn::new(name, access, Partial::new(init, merge), WithState(f))
 }
 
 /// Which rows of a chunk a stage should process.
@@ -601,7 +664,7 @@ where
     type Policy = P;
     fn meta(&self) -> StageMeta {
         let kind = if self.whole { Kind::WholeBatch } else { P::KIND };
-        meta_of(&self.inner.name, &self.inner.access, kind, self.inner.rejects)
+        self.inner.meta_as(kind)
     }
     fn access(&self) -> &A {
         &self.inner.access
@@ -631,10 +694,7 @@ where
     A: Access,
     F: Fn(SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
 {
-    ChunkFn {
-        inner: RowFn { name: name.into(), access, policy: Stateless, rejects: false, f: Plain(f) },
-        whole: false,
-    }
+    ChunkFn { inner: RowFn::new(name, access, Stateless, Plain(f)), whole: false }
 }
 
 /// A sequential chunk stage owning `state`; chunks arrive in row order.
@@ -645,10 +705,7 @@ where
     F: Fn(&mut S, SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
 {
     let policy = Owned::new(state);
-    ChunkFn {
-        inner: RowFn { name: name.into(), access, policy, rejects: false, f: WithState(f) },
-        whole: false,
-    }
+    ChunkFn { inner: RowFn::new(name, access, policy, WithState(f)), whole: false }
 }
 
 /// A chunk-level reduction (see [`reduction`]).
@@ -666,10 +723,7 @@ where
     M: Fn(&mut P, &P) + Send + Sync + 'static,
 {
     let policy = Partial::new(init, merge);
-    ChunkFn {
-        inner: RowFn { name: name.into(), access, policy, rejects: false, f: WithState(f) },
-        whole: false,
-    }
+    ChunkFn { inner: RowFn::new(name, access, policy, WithState(f)), whole: false }
 }
 
 /// A stage that needs the entire batch in one call (a sort key, a
@@ -682,8 +736,5 @@ where
     F: Fn(&mut S, SlicesOf<'_, A>, &mut Rows<'_>) + Send + Sync + 'static,
 {
     let policy = Owned::new(state);
-    ChunkFn {
-        inner: RowFn { name: name.into(), access, policy, rejects: false, f: WithState(f) },
-        whole: true,
-    }
+    ChunkFn { inner: RowFn::new(name, access, policy, WithState(f)), whole: true }
 }

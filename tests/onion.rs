@@ -127,7 +127,13 @@ impl RowStage for Uni {
             SKind::Seq => Kind::Sequential,
             SKind::Red => Kind::Reduction,
         };
-        StageMeta { name: self.name.clone(), kind, rejects: true, uses }
+        StageMeta {
+            name: self.name.clone(),
+            kind,
+            rejects: true,
+            side_by_side: self.spec.kind == SKind::Par && self.spec.side_by_side,
+            uses,
+        }
     }
     fn access(&self) -> &UAcc {
         &self.access
@@ -142,10 +148,11 @@ impl RowStage for Uni {
 
 fn row_par(f: &TestFields, s: &Spec) -> impl RowStage + Stage {
     let spec = s.clone();
-    stage::parallel(&s.name, uacc(f, s), move |(x, y, a, b): URow<'_>, ctl: &mut RowCtl| {
+    let st = stage::parallel(&s.name, uacc(f, s), move |(x, y, a, b): URow<'_>, ctl: &mut RowCtl| {
         body(&spec, *x, *y, a, b, &mut 0, ctl.row(), ctl)
     })
-    .rejects()
+    .rejects();
+    if s.side_by_side { st.side_by_side() } else { st }
 }
 
 fn row_seq(f: &TestFields, s: &Spec, probes: &mut Vec<Probe>) -> impl RowStage + Stage {
@@ -378,6 +385,7 @@ fn spec_of(g: &StageGen, name: String, chunk: Option<ChunkKind>) -> Spec {
         fail: g.fail,
         // Chunk-stage panics are tested in tests/panics.rs.
         panic: if chunk.is_some() { None } else { g.panic },
+        side_by_side: g.flags & 32 != 0,
     }
 }
 

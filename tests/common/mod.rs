@@ -157,6 +157,9 @@ pub struct Spec {
     /// Modulus: panic when the hash hits (before touching fields or the
     /// control state; a sequential stage has counted the row already).
     pub panic: Option<u64>,
+    /// Asks to run side by side with the group before it (parallel stages
+    /// only; the reference ignores it, as results must).
+    pub side_by_side: bool,
 }
 
 impl Spec {
@@ -180,6 +183,7 @@ impl Spec {
             reject: None,
             fail: None,
             panic: None,
+            side_by_side: false,
         }
     }
 
