@@ -195,7 +195,57 @@ fn steady_state_runs_allocate_nothing() {
         );
     }
 
+    side_by_side_steady_state(bound, RUNS2);
     bounded(Duration::from_secs(60), stream_steady_state);
+}
+
+/// One-chunk batches whose second stage runs side by side with the first:
+/// the later side's copies (control words, saved values, errors) are the
+/// worker's, kept between runs; the join enters the pool from outside as
+/// above, so the same bound holds.
+fn side_by_side_steady_state(bound: usize, runs: u64) {
+    let mut s = mware::SchemaBuilder::new();
+    let (x, y, z) = (s.hot::<u32>("x"), s.hot::<u64>("y"), s.hot::<u64>("z"));
+    let schema = s.build().unwrap();
+    let check = mware::stage::parallel("check", mware::Read(x), |x: &u32, ctl: &mut mware::RowCtl| {
+        if x % 3 == 0 {
+            ctl.reject(400)
+        }
+    });
+    let score = mware::stage::parallel(
+        "score",
+        (mware::Read(y), mware::Write(z)),
+        |(y, z): (&u64, &mut u64), ctl: &mut mware::RowCtl| {
+            *z = y.rotate_left(9);
+            if y % 4 == 1 {
+                ctl.reject(429)
+            }
+        },
+    )
+    .side_by_side();
+    let p = mware::Pipeline::builder(&schema)
+        .threads(2)
+        .min_parallel_work(0)
+        .before(check)
+        .before(score)
+        .build()
+        .unwrap();
+    let mut batch = Batch::with_capacity(&schema, 1024);
+    let mut cycle = |k: u64| {
+        batch.clear();
+        batch.resize(1024);
+        for (i, v) in batch.column_mut(x).unwrap().iter_mut().enumerate() {
+            *v = i as u32 + k as u32;
+        }
+        for (i, v) in batch.column_mut(y).unwrap().iter_mut().enumerate() {
+            *v = i as u64 * 7 + k;
+        }
+        assert_eq!(p.run(&mut batch).unwrap().threads, 2, "the pair ran side by side");
+    };
+    cycle(0);
+    let n = allocations(|| (1..=runs).for_each(&mut cycle));
+    assert!(n <= bound, "side by side: {n} allocations in {runs} runs (bound {bound})");
+    println!("side by side, 2 threads: allocations in {runs} runs of 1,024 rows: {n}");
 }
 
 /// A stream of gateway-8 batches: batches go back to the pool and come out

@@ -1,7 +1,10 @@
 //! A small suite that walks every unsafe path (column pointers, fused rows,
 //! unwind traps, chunk slices, cold tables, shared columns, parallel
-//! workers, pinned fields) on tiny batches, so it runs under Miri:
-//! `cargo +nightly miri test --test miri_core`.
+//! workers, pinned fields, side by side pairs) on tiny batches, so it runs
+//! under Miri: `cargo +nightly miri test --test miri_core`. The cases with
+//! two threads need Tree Borrows (rayon's crossbeam-epoch trips Stacked
+//! Borrows): `MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-ignore-leaks"
+//! MWARE_MIRI_THREADS=1 cargo +nightly miri test --test miri_core`.
 
 use std::sync::Arc;
 
@@ -225,4 +228,55 @@ fn profiled_and_async_runs() {
     assert_eq!(report.futures, 3);
     assert_eq!(batch.column(f.out).unwrap()[9], 109);
     assert_eq!(batch.outcome(2), Some(Outcome::Rejected { depth: 0, status: 429 }));
+}
+
+#[test]
+fn side_by_side_pair_matches_one_after_the_other() {
+    // Needs two threads: under Miri, only with the flags of
+    // `fused_rows_traps_and_chunk_stages` (and `-Zmiri-ignore-leaks`, as
+    // rayon's pool outlives the test).
+    if cfg!(miri) && option_env!("MWARE_MIRI_THREADS").is_none() {
+        return;
+    }
+    let (schema, f) = schema();
+    // `gate` stops some rows (rejects, one panic) while `mix`, beside it,
+    // writes `out` and rejects others: on the rows `gate` stops, `mix`'s
+    // write and stop are undone.
+    let build = |threads: usize| {
+        let gate = stage::parallel("gate", Read(f.a), |a: &u32, c: &mut RowCtl| {
+            if *a % 3 == 1 {
+                c.reject(403);
+            }
+            if *a == 4 {
+                panic!("four");
+            }
+        });
+        let mix = stage::parallel(
+            "mix",
+            (Read(f.b), Write(f.out)),
+            |(b, out): (&u64, &mut u64), c: &mut RowCtl| {
+                *out = b.rotate_left(7) ^ 0x55;
+                if *b % 4 == 2 {
+                    c.reject(429);
+                }
+            },
+        )
+        .side_by_side();
+        Pipeline::builder(&schema)
+            .threads(threads)
+            .min_parallel_work(0)
+            .before(gate)
+            .before(mix)
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (build(1), build(2));
+    let (mut a, mut b) = (Batch::new(&schema), Batch::new(&schema));
+    fill(&f, &mut a, 9);
+    fill(&f, &mut b, 9);
+    one.run(&mut a).unwrap();
+    assert_eq!(two.run(&mut b).unwrap().threads, 2);
+    assert_eq!(a.column(f.out).unwrap(), b.column(f.out).unwrap());
+    assert_eq!(a.states(), b.states());
+    assert_eq!(b.error(4).map(|e| e.stage.to_string()).as_deref(), Some("gate"));
 }
