@@ -13,6 +13,11 @@
 //! paired report also runs gateway-8 on all threads with adaptive threads
 //! (`PipelineBuilder::adapt_threads`), which splits a run only where that
 //! measured faster.
+//!
+//! `cargo bench --bench gateway8_parallel -- side_by_side` compares two
+//! costly stages with disjoint access run one after the other and side by
+//! side (`RowFn::side_by_side`), on batches of one chunk, which cannot
+//! spread their chunks over the threads.
 
 use std::time::{Duration, Instant};
 
@@ -194,12 +199,139 @@ fn threshold(rounds: usize) {
     }
 }
 
+/// `rounds` rounds of `mix`: about 3.5 ns each here, a dependent chain.
+fn heavy(mut h: u64, rounds: u64) -> u64 {
+    for k in 0..rounds {
+        h = mware::gateway8::mix(h ^ k);
+    }
+    h
+}
+
+/// A costly check on the user: passes seven rows in eight.
+fn heavy_check(user_id: u64, token: u64, rounds: u64) -> bool {
+    heavy(user_id ^ token, rounds) % 8 != 0
+}
+
+/// A costly score from the route and the payload length, and whether it
+/// passes (seven in eight). Both stages stop rows, so neither loop
+/// vectorises and the two cost the same.
+fn heavy_score(route: u16, len: u32, rounds: u64) -> (f32, bool) {
+    let h = heavy(u64::from(route) ^ (u64::from(len) << 16), rounds);
+    ((h >> 40) as f32, h % 8 != 7)
+}
+
+/// `check` then `score` (disjoint access, `rounds` of `mix` each), `score`
+/// marked side by side or not, with adaptive threads or not.
+fn heavy_pair(
+    f: &Fields,
+    schema: &Schema,
+    threads: usize,
+    marked: bool,
+    adapt: bool,
+    rounds: u64,
+) -> Pipeline {
+    let check = stage::parallel(
+        "check",
+        (Read(f.user_id), Read(f.token)),
+        move |(u, t): (&u64, &u64), c: &mut RowCtl| {
+            if !heavy_check(*u, *t, rounds) {
+                c.reject(401)
+            }
+        },
+    );
+    let score = stage::parallel(
+        "score",
+        (Read(f.route), Read(f.payload_len), Write(f.score)),
+        move |(r, l, s): (&u16, &u32, &mut f32), c: &mut RowCtl| {
+            let (score, ok) = heavy_score(*r, *l, rounds);
+            *s = score;
+            if !ok {
+                c.reject(429)
+            }
+        },
+    );
+    let b =
+        Pipeline::builder(schema).threads(threads).min_parallel_work(0).adapt_threads(adapt).before(check);
+    let b = if marked { b.before(score.side_by_side()) } else { b.before(score) };
+    b.build().unwrap()
+}
+
+/// The pair by hand: one loop, `score` on the rows `check` lets through.
+fn heavy_hand(cols: &mut mware::gateway8::Columns, rounds: u64) {
+    for i in 0..cols.user_id.len() {
+        if !heavy_check(cols.user_id[i], cols.token[i], rounds) {
+            cols.status[i] = 401;
+            continue;
+        }
+        let (score, ok) = heavy_score(cols.route[i], cols.payload_len[i], rounds);
+        cols.score[i] = score;
+        if !ok {
+            cols.status[i] = 429;
+        }
+    }
+}
+
+/// The heavy pair by hand, and through mware on one thread and on all
+/// threads: unmarked, marked side by side, and marked with adaptive threads
+/// (which times both ways per batch size and keeps the faster);
+/// alternating pass by pass over 65,536 rows in batches of one chunk. For
+/// stages of 8 and 64 rounds of `mix`, prints median ns/row and the median
+/// per-round speed-up over one thread.
+fn side_by_side(rounds: usize) {
+    let (schema, fields) = Fields::schema();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rows = ROWS / 16;
+    println!("side_by_side, {rounds} rounds, wall time (ns/row; speed-up over mware on one thread):");
+    for mixes in [8, 64] {
+        let pipelines =
+            [(1, false, false), (threads, false, false), (threads, true, false), (threads, true, true)]
+                .map(|(t, marked, adapt)| heavy_pair(&fields, &schema, t, marked, adapt, mixes));
+        assert!(pipelines[2].parallel_plan().has_side_by_side());
+        let chunk = pipelines[2].parallel_plan().chunk_rows;
+        for batch in [256, 1024, chunk] {
+            let mut hand: Vec<_> = hand_batches(batch).into_iter().take(rows / batch).collect();
+            let mut batches: Vec<_> =
+                mware_batches(&fields, &schema, batch).into_iter().take(rows / batch).collect();
+            let pass = |v: usize| {
+                let mut once = || match v {
+                    0 => {
+                        hand.iter_mut().for_each(mware::gateway8::Columns::reset_outputs);
+                        let t = Instant::now();
+                        hand.iter_mut().for_each(|cols| heavy_hand(cols, mixes));
+                        t.elapsed()
+                    }
+                    _ => time_pipeline(&pipelines[v - 1], &fields, &mut batches),
+                };
+                once();
+                once().as_nanos() as f64 / rows as f64
+            };
+            let t = paired_rounds(rounds, 5, pass);
+            let m = |v: usize| median(t[v].clone());
+            println!(
+                "  {mixes:>2} mixes, {batch:>5} rows: hand 1t {:.1}  mware 1t {:.1} ({:.2}x the hand loop's time)  \
+                 {threads}t unmarked {:.1} ({:.2}x)  {threads}t side by side {:.1} ({:.2}x; {:.2}x the hand loop's time)  \
+                 adaptive {:.1} ({:.2}x)",
+                m(0),
+                m(1),
+                median_ratio(&t[1], &t[0]),
+                m(2),
+                median_ratio(&t[1], &t[2]),
+                m(3),
+                median_ratio(&t[1], &t[3]),
+                median_ratio(&t[3], &t[0]),
+                m(4),
+                median_ratio(&t[1], &t[4]),
+            );
+        }
+    }
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
     common::bench_main(
         "gateway8_parallel",
         benches,
-        &[("paired", 15, &paired), ("threshold", 9, &threshold)],
+        &[("paired", 15, &paired), ("threshold", 9, &threshold), ("side_by_side", 15, &side_by_side)],
     );
 }

@@ -387,8 +387,15 @@ impl<A, F> RowFn<A, Stateless, F> {
     /// that group must hold only before-stages and belong to another
     /// registration. Otherwise the hint is ignored.
     ///
-    /// It pays for stages costing much more per batch than handing work to
-    /// another thread (a few microseconds).
+    /// Pairs run only where a run could split (from `min_parallel_work`
+    /// rows × stages, or as [`adapt_threads`] finds faster) and the batch is
+    /// one chunk of the parallel plan, which cannot spread its chunks. Each
+    /// pair pays for waking a second thread: on the 2-core machine of
+    /// BENCHMARKS.md §2, two stages of about 210 ns per row ran 1.36–1.62×
+    /// faster side by side in batches of 256–4,096 rows, two of about
+    /// 17 ns per row 1.35–3.7× slower.
+    ///
+    /// [`adapt_threads`]: crate::PipelineBuilder::adapt_threads
     ///
     /// ```
     /// use mware::prelude::*;
