@@ -9,9 +9,11 @@
 //! (every layer on its own, every run of row-stage layers as one static
 //! chain, a random split into chains and singles), on the calling thread and
 //! on two threads, and through a stream runner with three workers, with
-//! small chunk sizes. Every row's fields, status,
-//! outcome (with its stop depth) and error must equal the reference's, and
-//! so must the counters and totals.
+//! small chunk sizes. Parallel row stages are marked `side_by_side` at
+//! random: on two threads, a batch of one chunk runs each pair the plan
+//! forms at once. Every row's fields, status, outcome (with its stop depth)
+//! and error must equal the reference's, and so must the counters and
+//! totals.
 //!
 //! Static chains of random length and random mix of kinds cannot be spelled
 //! as one Rust type per case, so inside random chains every stage is `Uni`,
