@@ -186,8 +186,12 @@ impl<'p, 'b> Run<'p, 'b> {
         // A batch of one chunk that would split cannot spread its chunks,
         // but may run pairs of groups side by side (not while profiling:
         // the later stage's counts would include rows it must not see).
-        let beside =
-            split && workers == 1 && !prof && p.threads.may_be_parallel() && p.parallel.has_side_by_side();
+        let beside = split
+            && workers == 1
+            && len > 0
+            && !prof
+            && p.threads.may_be_parallel()
+            && p.parallel.has_side_by_side();
         // A run in turn keeps ordered groups apart so the runs before and
         // after it overlap with everything else.
         let plan = if workers > 1 || turn.is_some() || beside { &p.parallel } else { &p.serial };
