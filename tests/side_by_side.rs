@@ -165,6 +165,8 @@ fn a_pair_gives_the_results_of_running_one_after_the_other() {
         assert!(text.contains("side by side with group 1"), "{text}");
         // Up to one chunk of the parallel plan the pair runs side by
         // side; past it, chunks spread over the threads instead.
+        let mut empty = Batch::new(&schema);
+        assert_eq!(two.run(&mut empty).unwrap().threads, 1, "an empty batch runs nothing");
         let chunk = two.parallel_plan().chunk_rows;
         for rows in [1, 2, 17, 300, chunk, chunk + 1] {
             let (mut a, mut b) = (Batch::new(&schema), Batch::new(&schema));
