@@ -395,8 +395,6 @@ impl<A, F> RowFn<A, Stateless, F> {
     /// faster side by side in batches of 256–4,096 rows, two of about
     /// 17 ns per row 1.35–3.7× slower.
     ///
-    /// [`adapt_threads`]: crate::PipelineBuilder::adapt_threads
-    ///
     /// ```
     /// use mware::prelude::*;
     ///
@@ -415,6 +413,7 @@ impl<A, F> RowFn<A, Stateless, F> {
     /// ```
     ///
     /// [`Pipeline::explain`]: crate::Pipeline::explain
+    /// [`adapt_threads`]: crate::PipelineBuilder::adapt_threads
     pub fn side_by_side(mut self) -> Self {
         self.side_by_side = true;
         self
