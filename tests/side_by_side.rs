@@ -90,31 +90,26 @@ fn pipeline(
         },
     )
     .rejects();
-    let score_row = |y: u64, z: &mut u64, ctl: &mut RowCtl| {
-        // The status the earlier group may have set: read, so a run that
-        // missed it would show.
-        *z = mix(y) ^ u64::from(ctl.status());
-        match y % 10 {
-            3 => panic!("boom: score broke on {y}"),
-            2 => ctl.fail(format!("score refused {y}")),
-            1 | 6 => ctl.reject(429),
-            _ => {}
-        }
-    };
+    let score =
+        stage::parallel("score", (Read(f.y), Write(f.z)), |(y, z): (&u64, &mut u64), ctl: &mut RowCtl| {
+            // The status the earlier group may have set: read, so a run that
+            // missed it would show.
+            *z = mix(*y) ^ u64::from(ctl.status());
+            match y % 10 {
+                3 => panic!("boom: score broke on {y}"),
+                2 => ctl.fail(format!("score refused {y}")),
+                1 | 6 => ctl.reject(429),
+                _ => {}
+            }
+        })
+        .rejects()
+        .side_by_side();
     let total = stage::parallel(
         "total",
         (Read(f.z), Read(f.w), Write(f.sum)),
         |(z, w, sum): (&u64, &u64, &mut u64), _: &mut RowCtl| *sum = z.wrapping_add(*w),
     );
-    let b = configure(Pipeline::builder(schema)).around(open, close).before(check);
-    let score = stage::parallel(
-        "score",
-        (Read(f.y), Write(f.z)),
-        move |(y, z): (&u64, &mut u64), ctl: &mut RowCtl| score_row(*y, z, ctl),
-    )
-    .rejects()
-    .side_by_side();
-    let b = b.before(score);
+    let b = configure(Pipeline::builder(schema)).around(open, close).before(check).before(score);
     b.before(total).build().expect("valid pipeline")
 }
 
@@ -125,7 +120,7 @@ fn fill(batch: &mut Batch, f: &Fields, rows: usize, seed: u64) {
         *x = (mix(seed + i as u64) % 1000) as u32;
     }
     for (i, y) in batch.column_mut(f.y).unwrap().iter_mut().enumerate() {
-        *y = mix(seed ^ (i as u64) << 20);
+        *y = mix(seed ^ ((i as u64) << 20));
     }
     for (i, z) in batch.column_mut(f.z).unwrap().iter_mut().enumerate() {
         *z = i as u64;
