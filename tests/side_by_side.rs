@@ -6,7 +6,7 @@
 //! others, and a status the earlier group sets on a live row (which the
 //! later stage may read) makes the later stage run again after it. Also:
 //! the two really run at once, and the plan ignores the hint where the
-//! result could differ.
+//! result could differ. A property test pairs random stages.
 
 mod common;
 
@@ -312,4 +312,98 @@ fn profiling_and_one_thread_run_the_pair_one_after_the_other() {
     assert_eq!(rows_of(&a, &f), rows_of(&b, &f));
     let score = report.stages.iter().find(|s| s.name.as_ref() == "score").unwrap();
     assert!(score.rejected > 0 && score.failed > 0);
+}
+
+/// What a random stage does to a row, from a hash of the value it reads.
+#[derive(Clone, Copy, Debug)]
+struct Moves {
+    salt: u64,
+    reject: u64,
+    fail: u64,
+    panic: u64,
+    respond: u64,
+}
+
+impl Moves {
+    /// Writes the hash of `v` to `out` and stops or answers the row on the
+    /// hash's residues; reads the status first, so a stale one would show.
+    fn apply(&self, v: u64, out: &mut u64, ctl: &mut RowCtl) {
+        let h = mix(v ^ self.salt);
+        *out = h ^ u64::from(ctl.status());
+        let hit = |m: u64| m > 0 && h % m == 0;
+        if hit(self.panic) {
+            panic!("boom: {h}");
+        } else if hit(self.fail) {
+            ctl.fail(format!("refused {h}"));
+        } else if hit(self.reject) {
+            ctl.reject(400 + (h % 7) as u16);
+        } else if hit(self.respond) {
+            ctl.respond(200 + (h % 5) as u16);
+        }
+    }
+}
+
+fn moves() -> impl proptest::strategy::Strategy<Value = Moves> {
+    use proptest::prelude::*;
+    (any::<u64>(), 0u64..6, 0u64..12, 0u64..16, 0u64..8)
+        .prop_map(|(salt, reject, fail, panic, respond)| Moves { salt, reject, fail, panic, respond })
+}
+
+/// `earlier` (one stage reading `y` and writing `w`, or a chain of that and
+/// a stage reading `w` and writing `sum`), then `later` marked side by side
+/// (reads `y` too, writes `z`), then a stage reading both sides' outputs.
+fn random_pipeline(schema: &Schema, f: &Fields, earlier: &[Moves], later: Moves, threads: usize) -> Pipeline {
+    let stage_of = |name: &str, m: Moves, read: Field<u64>, write: Field<u64>| {
+        stage::parallel(
+            name,
+            (Read(read), Write(write)),
+            move |(v, out): (&u64, &mut u64), ctl: &mut RowCtl| m.apply(*v, out, ctl),
+        )
+        .rejects()
+    };
+    let b = Pipeline::builder(schema).threads(threads).min_parallel_work(0);
+    let b = match earlier {
+        [one] => b.before(stage_of("earlier", *one, f.y, f.w)),
+        [a, c] => b.chain(mware::chain![
+            before(stage_of("earlier.a", *a, f.y, f.w)),
+            before(stage_of("earlier.b", *c, f.w, f.sum))
+        ]),
+        _ => unreachable!("one or two earlier stages"),
+    };
+    let total = stage::parallel(
+        "total",
+        (Read(f.z), Read(f.sum), Write(f.seen)),
+        |(z, s, seen): (&u64, &u64, &mut u32), _: &mut RowCtl| *seen = (z ^ s) as u32,
+    );
+    b.before(stage_of("later", later, f.y, f.z).side_by_side()).before(total).build().expect("valid pipeline")
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    /// Random stages on both sides of a pair, random batch sizes, and a
+    /// second run over the rows the first left live: two threads give
+    /// exactly one thread's columns, outcomes and errors.
+    #[test]
+    fn random_pairs_match_one_thread(
+        earlier in proptest::collection::vec(moves(), 1..=2),
+        later in moves(),
+        rows in 0usize..600,
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        quiet_panics();
+        let (schema, f) = schema();
+        let one = random_pipeline(&schema, &f, &earlier, later, 1);
+        let two = random_pipeline(&schema, &f, &earlier, later, 2);
+        proptest::prop_assert!(two.parallel_plan().has_side_by_side(), "{}", two.explain());
+        let (mut a, mut b) = (Batch::new(&schema), Batch::new(&schema));
+        fill(&mut a, &f, rows, seed);
+        fill(&mut b, &f, rows, seed);
+        for pass in 0..2 {
+            one.run(&mut a).unwrap();
+            let report = two.run(&mut b).unwrap();
+            proptest::prop_assert_eq!(report.threads, if rows > 0 { 2 } else { 1 });
+            proptest::prop_assert_eq!(rows_of(&a, &f), rows_of(&b, &f), "pass {}", pass);
+        }
+    }
 }
