@@ -272,8 +272,10 @@ fn heavy_hand(cols: &mut mware::gateway8::Columns, rounds: u64) {
 }
 
 /// The heavy pair by hand, and through mware on one thread and on all
-/// threads: unmarked, marked side by side, and marked with adaptive threads
-/// (which times both ways per batch size and keeps the faster);
+/// threads: unmarked, marked side by side, marked with adaptive threads
+/// (which times both ways per batch size and keeps the faster), and marked
+/// with every run called from a thread of the pool (no entering the pool
+/// per run);
 /// alternating pass by pass over 65,536 rows in batches of one chunk. For
 /// stages of 8 and 64 rounds of `mix`, prints median ns/row and the median
 /// per-round speed-up over one thread.
@@ -300,17 +302,19 @@ fn side_by_side(rounds: usize) {
                         hand.iter_mut().for_each(|cols| heavy_hand(cols, mixes));
                         t.elapsed()
                     }
-                    _ => time_pipeline(&pipelines[v - 1], &fields, &mut batches),
+                    1..=4 => time_pipeline(&pipelines[v - 1], &fields, &mut batches),
+                    // The pair with each run called from a pool thread.
+                    _ => rayon::scope(|_| time_pipeline(&pipelines[2], &fields, &mut batches)),
                 };
                 once();
                 once().as_nanos() as f64 / rows as f64
             };
-            let t = paired_rounds(rounds, 5, pass);
+            let t = paired_rounds(rounds, 6, pass);
             let m = |v: usize| median(t[v].clone());
             println!(
                 "  {mixes:>2} mixes, {batch:>5} rows: hand 1t {:.1}  mware 1t {:.1} ({:.2}x the hand loop's time)  \
                  {threads}t unmarked {:.1} ({:.2}x)  {threads}t side by side {:.1} ({:.2}x; {:.2}x the hand loop's time)  \
-                 adaptive {:.1} ({:.2}x)",
+                 adaptive {:.1} ({:.2}x)  side by side from a pool thread {:.1} ({:.2}x)",
                 m(0),
                 m(1),
                 median_ratio(&t[1], &t[0]),
@@ -321,6 +325,8 @@ fn side_by_side(rounds: usize) {
                 median_ratio(&t[3], &t[0]),
                 m(4),
                 median_ratio(&t[1], &t[4]),
+                m(5),
+                median_ratio(&t[1], &t[5]),
             );
         }
     }

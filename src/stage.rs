@@ -390,10 +390,13 @@ impl<A, F> RowFn<A, Stateless, F> {
     /// Pairs run only where a run could split (from `min_parallel_work`
     /// rows × stages, or as [`adapt_threads`] finds faster) and the batch is
     /// one chunk of the parallel plan, which cannot spread its chunks. Each
-    /// pair pays for waking a second thread: on the 2-core machine of
-    /// BENCHMARKS.md §2, two stages of about 210 ns per row ran 1.36–1.62×
-    /// faster side by side in batches of 256–4,096 rows, two of about
-    /// 17 ns per row 1.35–3.7× slower.
+    /// pair pays for waking a second thread, and a run called from outside
+    /// the pool also for entering it and waking the caller. On the 2-core
+    /// machine of BENCHMARKS.md §2, two stages of about 210 ns per row ran
+    /// 1.41–1.66× faster side by side in batches of 256–4,096 rows (1.65–1.75×
+    /// with `run` called from a pool thread, e.g. inside `pool.install` with
+    /// [`thread_pool`]); two of about 17 ns per row ran 1.3–3.3× slower
+    /// (0.82–1.32× the speed from a pool thread).
     ///
     /// ```
     /// use mware::prelude::*;
@@ -414,6 +417,7 @@ impl<A, F> RowFn<A, Stateless, F> {
     ///
     /// [`Pipeline::explain`]: crate::Pipeline::explain
     /// [`adapt_threads`]: crate::PipelineBuilder::adapt_threads
+    /// [`thread_pool`]: crate::PipelineBuilder::thread_pool
     pub fn side_by_side(mut self) -> Self {
         self.side_by_side = true;
         self
