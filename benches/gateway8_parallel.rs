@@ -12,7 +12,9 @@
 //! (`cargo bench --bench gateway8_parallel -- paired` runs only that). The
 //! paired report also runs gateway-8 on all threads with adaptive threads
 //! (`PipelineBuilder::adapt_threads`), which splits a run only where that
-//! measured faster.
+//! measured faster, and both pipelines on all threads with `run` called
+//! from a thread of the pool (as an embedder that lives in the pool would:
+//! a run then does not enter the pool and wake the caller).
 //!
 //! `cargo bench --bench gateway8_parallel -- side_by_side` compares two
 //! costly stages with disjoint access run one after the other and side by
@@ -125,9 +127,10 @@ fn time_pipeline(p: &Pipeline, fields: &Fields, batches: &mut [Batch]) -> Durati
     start.elapsed()
 }
 
-/// The hand loop, gateway-8 and the stateless chain on 1 and all threads,
-/// alternating pass by pass; prints median ns/row and the median per-round
-/// ratios (2T against 1T, and gateway-8 2T against the hand loop).
+/// The hand loop, gateway-8 and the stateless chain on 1 and all threads
+/// (and on all threads called from a pool thread), alternating pass by
+/// pass; prints median ns/row and the median per-round ratios (2T against
+/// 1T, and gateway-8 2T against the hand loop).
 fn paired(rounds: usize) {
     let (schema, fields) = Fields::schema();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -152,17 +155,20 @@ fn paired(rounds: usize) {
             let mut once = || match v {
                 0 => time_hand(1, &mut hand, hand_fused),
                 1..=3 => time_mware(1, &gateway[v - 1], &fields, &mut batches),
-                _ => time_pipeline(&stateless[v - 4], &fields, &mut batches),
+                4 | 5 => time_pipeline(&stateless[v - 4], &fields, &mut batches),
+                6 => rayon::scope(|_| time_mware(1, &gateway[1], &fields, &mut batches)),
+                _ => rayon::scope(|_| time_pipeline(&stateless[1], &fields, &mut batches)),
             };
             once();
             once().as_nanos() as f64 / ROWS as f64
         };
-        let t = paired_rounds(rounds, 6, pass);
+        let t = paired_rounds(rounds, 8, pass);
         let ratio = |a: usize, b: usize| median_ratio(&t[a], &t[b]);
         let m = |v: usize| median(t[v].clone());
         println!(
             "  {batch:>7}  hand_fused_1t {:.2}  gateway8 1t {:.2} {threads}t {:.2} ({:.2}x; {:.2}x the hand loop's time) \
-             adaptive {:.2} ({:.2}x)  stateless 1t {:.2} {threads}t {:.2} ({:.2}x)",
+             adaptive {:.2} ({:.2}x)  stateless 1t {:.2} {threads}t {:.2} ({:.2}x)  from a pool thread: gateway8 {:.2} \
+             ({:.2}x; {:.2}x the hand loop's time) stateless {:.2} ({:.2}x)",
             m(0),
             m(1),
             m(2),
@@ -173,6 +179,11 @@ fn paired(rounds: usize) {
             m(4),
             m(5),
             ratio(4, 5),
+            m(6),
+            ratio(1, 6),
+            ratio(6, 0),
+            m(7),
+            ratio(4, 7),
         );
     }
 }
@@ -309,7 +320,7 @@ fn side_by_side(rounds: usize) {
                 once();
                 once().as_nanos() as f64 / rows as f64
             };
-            let t = paired_rounds(rounds, 6, pass);
+            let t = paired_rounds(rounds, 8, pass);
             let m = |v: usize| median(t[v].clone());
             println!(
                 "  {mixes:>2} mixes, {batch:>5} rows: hand 1t {:.1}  mware 1t {:.1} ({:.2}x the hand loop's time)  \
