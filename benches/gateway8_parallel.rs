@@ -210,7 +210,7 @@ fn threshold(rounds: usize) {
     }
 }
 
-/// `rounds` rounds of `mix`: about 3.5 ns each here, a dependent chain.
+/// `rounds` rounds of `mix`, a dependent chain: 2–3.5 ns a round here.
 fn heavy(mut h: u64, rounds: u64) -> u64 {
     for k in 0..rounds {
         h = mware::gateway8::mix(h ^ k);
