@@ -18,7 +18,6 @@ use crate::error::StageError;
 use crate::pipeline::Pipeline;
 use crate::plan::{Plan, Segment};
 use crate::report::{RunReport, SlotStats, StageReport, rows_seen};
-use crate::schema::Storage;
 use crate::slot::BoxSlot;
 use crate::turns::{PassOnUnwind, Turn, Turns};
 use crate::unit::{ChunkRun, LiveRows};
@@ -591,13 +590,10 @@ impl RunCtx<'_> {
             *live = LiveRows::known(len);
         }
         let written = || {
-            self.plan.steps[h.steps.start].meta.uses.iter().filter(|u| u.write).map(|u| {
-                let size = match table.schema.fields()[u.index()].storage {
-                    Storage::Hot { size } => size,
-                    Storage::Cold => 0,
-                };
-                (u.index(), size)
-            })
+            let uses = &self.plan.steps[h.steps.start].meta.uses;
+            uses.iter()
+                .filter(|u| u.write)
+                .map(|u| (u.index(), table.schema.fields()[u.index()].storage.inline_bytes()))
         };
         let Worker { locals, sel, errors, arena, beside, .. } = w;
         // The plan pairs groups of different units, `g`'s first.

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use crate::schema::{Schema, Storage};
+use crate::schema::Schema;
 use crate::stage::{Kind, StageMeta};
 use crate::unit::Unit;
 
@@ -79,6 +79,8 @@ pub struct Plan {
     pub bytes_per_row: usize,
     /// The schema's field names, for [`to_dot`](Plan::to_dot).
     field_names: Vec<String>,
+    /// Some group is [`beside`](Group::beside) the one before it.
+    side_by_side: bool,
 }
 
 /// Bytes of a chunk's touched columns the default chunk size aims for: half
@@ -213,10 +215,7 @@ impl Plan {
             .iter()
             .zip(&touched)
             .filter(|(_, t)| **t)
-            .map(|(f, _)| match f.storage {
-                Storage::Hot { size } => size,
-                Storage::Cold => 0,
-            })
+            .map(|(f, _)| f.storage.inline_bytes())
             .sum::<usize>();
         let chunk_rows = chunk_rows.unwrap_or_else(|| {
             let target = if parallel { PARALLEL_CHUNK_BYTES } else { CHUNK_BYTES };
@@ -224,13 +223,14 @@ impl Plan {
             1 << rows.ilog2()
         });
         let field_names = schema.fields().iter().map(|f| f.name.clone()).collect();
-        Plan { steps, groups, segments, chunk_rows, parallel, bytes_per_row, field_names }
+        let side_by_side = groups.iter().any(|g| g.beside);
+        Plan { steps, groups, segments, chunk_rows, parallel, bytes_per_row, field_names, side_by_side }
     }
 
     /// Whether a group runs side by side with the one before it (see
     /// [`Group::beside`]).
     pub fn has_side_by_side(&self) -> bool {
-        self.groups.iter().any(|g| g.beside)
+        self.side_by_side
     }
 
     /// The plan as text: how it runs (one thread, or chunks spread over

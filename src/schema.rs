@@ -104,6 +104,17 @@ pub enum Storage {
     Cold,
 }
 
+impl Storage {
+    /// Bytes per row inline in the batch: a hot field's value size, 0 for a
+    /// cold field.
+    pub(crate) fn inline_bytes(self) -> usize {
+        match self {
+            Storage::Hot { size } => size,
+            Storage::Cold => 0,
+        }
+    }
+}
+
 /// What a schema knows about one field.
 #[derive(Clone, Debug)]
 pub struct FieldInfo {
