@@ -13,7 +13,10 @@
 //! - `stream`: the same pipeline through a [`StreamRunner`] with default
 //!   settings: one worker per core, each running its batch on its own
 //!   thread, the quota stage's group taking the batches in turn (see
-//!   `mware::stream`'s "Pipelining");
+//!   `mware::stream`'s "Pipelining"), 32 batches in flight at most;
+//! - `stream_cap8`: the same with 8 batches in flight at most (the default
+//!   before session 9), which leaves the workers less slack while a
+//!   producer that waited for room wakes up;
 //! - `stream_1w`: one worker, so batches run one after the other with the
 //!   whole chain fused into one loop;
 //! - `run_boxed` / `stream_boxed`: the same stages registered one by one
@@ -79,15 +82,16 @@ impl Gw {
 fn through_stream(
     pipeline: &Arc<Pipeline>,
     input: &mut Vec<Batch>,
-    workers: Option<usize>,
+    variant: Variant,
 ) -> (Duration, StreamStats) {
-    let builder = StreamRunner::builder(pipeline.clone()).capacity(8);
-    let runner = match workers {
-        Some(n) => builder.workers(n),
-        None => builder,
+    let mut builder = StreamRunner::builder(pipeline.clone());
+    if let Some(n) = variant.workers {
+        builder = builder.workers(n);
     }
-    .build()
-    .unwrap();
+    if let Some(n) = variant.capacity {
+        builder = builder.capacity(n);
+    }
+    let runner = builder.build().unwrap();
     let mut consumer = runner.consumer().unwrap();
     let n = input.len();
     let producer = runner.producer();
@@ -125,16 +129,28 @@ fn time_stream(
     gw: &Gw,
     fields: &Fields,
     input: &mut Vec<Batch>,
-    workers: Option<usize>,
+    variant: Variant,
 ) -> (Duration, StreamStats) {
     gw.reset();
     input.iter_mut().for_each(|b| reset(fields, b));
-    through_stream(&gw.pipeline, input, workers)
+    through_stream(&gw.pipeline, input, variant)
 }
 
-/// The stream variants of a composition: name suffix and worker count.
-fn stream_variants(boxed: bool) -> &'static [(&'static str, Option<usize>)] {
-    if boxed { &[("", None)] } else { &[("", None), ("_1w", Some(1))] }
+/// A stream variant: its name suffix, and the settings it changes from the
+/// runner's defaults.
+#[derive(Clone, Copy)]
+struct Variant {
+    suffix: &'static str,
+    workers: Option<usize>,
+    capacity: Option<usize>,
+}
+
+/// The stream variants of a composition.
+fn stream_variants(boxed: bool) -> &'static [Variant] {
+    const DEFAULT: Variant = Variant { suffix: "", workers: None, capacity: None };
+    const CAP8: Variant = Variant { suffix: "_cap8", workers: None, capacity: Some(8) };
+    const ONE_WORKER: Variant = Variant { suffix: "_1w", workers: Some(1), capacity: None };
+    if boxed { &[DEFAULT] } else { &[DEFAULT, CAP8, ONE_WORKER] }
 }
 
 fn bench(c: &mut Criterion) {
@@ -151,10 +167,10 @@ fn bench(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(format!("run{suffix}"), batch), |b| {
                 b.iter_custom(|iters| (0..iters).map(|_| time_run(&gw, &fields, &mut input)).sum())
             });
-            for &(w, n) in stream_variants(!suffix.is_empty()) {
-                group.bench_function(BenchmarkId::new(format!("stream{suffix}{w}"), batch), |b| {
+            for &v in stream_variants(!suffix.is_empty()) {
+                group.bench_function(BenchmarkId::new(format!("stream{suffix}{}", v.suffix), batch), |b| {
                     b.iter_custom(|iters| {
-                        (0..iters).map(|_| time_stream(&gw, &fields, &mut input, n).0).sum()
+                        (0..iters).map(|_| time_stream(&gw, &fields, &mut input, v).0).sum()
                     })
                 });
             }
@@ -182,7 +198,7 @@ fn paired(rounds: usize) {
                 let d = match v {
                     0 => time_run(&gw, &fields, &mut input),
                     _ => {
-                        let (d, st) = time_stream(&gw, &fields, &mut input, variants[v - 1].1);
+                        let (d, st) = time_stream(&gw, &fields, &mut input, variants[v - 1]);
                         let us = |d: Duration| d.as_secs_f64() * 1e6 / st.processed.max(1) as f64;
                         for (k, part) in
                             [st.busy, st.turn_wait, st.delivering, st.idle].into_iter().enumerate()
@@ -196,12 +212,14 @@ fn paired(rounds: usize) {
             };
             let t = paired_rounds(rounds, variants.len() + 1, pass);
             let mut line = format!("  {batch:>6}  run{suffix} {:6.2}", median(t[0].clone()));
-            for (i, (w, _)) in variants.iter().enumerate() {
+            for (i, v) in variants.iter().enumerate() {
                 let speedup = median_ratio(&t[0], &t[i + 1]);
+                let w = v.suffix;
                 line += &format!("  stream{suffix}{w} {:6.2} ({speedup:.2}x)", median(t[i + 1].clone()));
             }
             println!("{line}");
-            for ((w, _), parts) in variants.iter().zip(split) {
+            for (v, parts) in variants.iter().zip(split) {
+                let w = v.suffix;
                 let [run, turns, delivering, idle] = parts.map(median);
                 println!(
                     "          stream{suffix}{w}, worker time per batch: run {run:.1} us (of which turn waits {turns:.1}), delivering {delivering:.1} us, idle {idle:.1} us"
@@ -215,9 +233,14 @@ fn paired(rounds: usize) {
 /// one batch's run on one thread with the serial plan (`run` with
 /// `threads(1)`) and in turn
 /// (the parallel plan, cut around the quota stage: a stream submitted one
-/// batch at a time, its `busy` time per batch), and the serial run alone
-/// against two of them at once on two threads (two pipelines over the two
-/// halves of the input), which shows whether the cores slow each other.
+/// batch at a time, its `busy` time per batch), and two serial runs at once
+/// on two threads (two pipelines over the two halves of the input), which
+/// shows what two workers deliver. Compare those with `run` over the whole
+/// input, as the stream is: every timed pass first resets the outputs of
+/// the batches it runs (untimed), which leaves more of half the input in
+/// the caches than of the whole, so one thread over one half alone runs
+/// faster per batch than over the whole; two halves at once reset and run
+/// the whole input, like `run` and the stream.
 fn bounds(rounds: usize) {
     let (schema, fields) = Fields::schema();
     println!("bounds, median of {rounds} rounds (us per batch):");
@@ -251,8 +274,9 @@ fn bounds(rounds: usize) {
         let (alone, in_turn) = (median(alone), median(in_turn));
         let (half, halves) = (median(half), median(halves));
         println!(
-            "  {batch:>6}  run {alone:.1}  in turn {in_turn:.1} ({:.2}x)  |  one thread {half:.1}  each of two at once {halves:.1} ({:.2}x)",
+            "  {batch:>6}  run {alone:.1}  in turn {in_turn:.1} ({:.2}x)  |  each of two at once on half the input {halves:.1} ({:.2}x run; one half alone {half:.1}, {:.2}x)",
             in_turn / alone,
+            halves / alone,
             halves / half
         );
     }

@@ -128,7 +128,14 @@ pub struct StreamBuilder {
 
 impl StreamBuilder {
     /// Batches in flight at most: reserved or submitted and not yet received
-    /// by the consumer (default 8). Submitting beyond it waits.
+    /// by the consumer (default 32). Submitting beyond it waits.
+    ///
+    /// Memory held in flight grows with it, but so does the slack that keeps
+    /// workers busy while a producer that waited for room wakes up (one
+    /// wake-up per quarter of the capacity, 25–90 µs each on a small virtual
+    /// machine). On two cores with 4,096-row gateway-8 batches, a capacity of
+    /// 8 left each worker idle 9–14 µs per batch of a 50–60 µs run, 32 left
+    /// it 2–6 µs (`cargo bench --bench stream -- paired`, BENCHMARKS.md §8).
     pub fn capacity(mut self, batches: usize) -> Self {
         self.capacity = batches;
         self
@@ -309,7 +316,7 @@ impl StreamRunner {
     pub fn builder(pipeline: impl Into<Arc<Pipeline>>) -> StreamBuilder {
         StreamBuilder {
             pipeline: pipeline.into(),
-            capacity: 8,
+            capacity: 32,
             workers: None,
             delivery: Delivery::Ordered,
             pool: None,
