@@ -28,7 +28,12 @@
 //! alternate in rounds, and the median per-round speed-up is reported
 //! (`cargo bench --bench stream -- paired` runs only that).
 //!
-//! Then it prints what one hand-off between threads costs on this machine
+//! Then two reports of what bounds the stream: `bounds` (the stream's run
+//! in turn, and two serial runs at once, against `run`) and `hand` (the
+//! stream's schedule written by hand over plain columns, against the hand
+//! loop; `cargo bench --bench stream -- hand` runs only that).
+//!
+//! Last, it prints what one hand-off between threads costs on this machine
 //! (`cargo bench --bench stream -- wakeup` runs only that): a send that
 //! wakes a sleeping receiver, timed on the sender and until the receiver
 //! runs. Every batch a stream delivers takes at least one such hand-off.
@@ -37,12 +42,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use mware::gateway8::{Composition, Fields, GatewayPipeline};
+use mware::gateway8::{
+    Columns, Composition, Fields, Gateway, GatewayPipeline, Metrics, ROUTES, auth_ok, enrich_score,
+    hand_fused, payload_ok, quota_ok, route_cost,
+};
 use mware::stream::{StreamRunner, StreamStats};
 use mware::{Batch, Pipeline, StateHandle};
 
 mod common;
-use common::{ROWS, median, median_ratio, mware_batches as batches, paired_rounds, reset};
+use common::{ROWS, hand_batches, median, median_ratio, mware_batches as batches, paired_rounds, reset};
 
 struct Gw {
     pipeline: Arc<Pipeline>,
@@ -311,12 +319,150 @@ fn wakeup(rounds: u32) {
     );
 }
 
+/// The stream's schedule written by hand over plain columns: a ceiling for
+/// any executor of it on this machine. Two threads take alternate batches;
+/// each runs the stages before the quota on its batch, waits until the
+/// batch before has left the quota stage, runs it, passes the turn on, then
+/// runs the stages after it. Against `hand_fused`, the whole chain in one
+/// loop on one thread, batch after batch, and the same three loops as the
+/// two threads run, on one thread (what cutting the chain costs by hand),
+/// with the time of each loop.
+fn hand_bounds(rounds: usize) {
+    println!("hand-written, median of {rounds} rounds (us per batch):");
+    for batch in [4_096, 65_536] {
+        let mut fused = hand_batches(batch);
+        let mut cut = hand_batches(batch);
+        let n = fused.len() as f64;
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / n;
+        let (mut one, mut cut_one, mut two) = (vec![], vec![], vec![]);
+        let mut loops = [const { Vec::new() }; 3];
+        for _ in 0..rounds {
+            let mut g = Gateway::new(ROWS as u64);
+            fused.iter_mut().for_each(Columns::reset_outputs);
+            let t = Instant::now();
+            fused.iter_mut().for_each(|c| hand_fused(c, &mut g));
+            one.push(us(t.elapsed()));
+            for threads in [1, 2] {
+                cut.iter_mut().for_each(Columns::reset_outputs);
+                let t = Instant::now();
+                let (used, metrics, times) = hand_in_turn(&mut cut, g.now_ns, threads);
+                let d = us(t.elapsed());
+                assert!(
+                    used == g.used && metrics == g.metrics,
+                    "the schedule by hand disagrees with the fused loop"
+                );
+                for (a, b) in fused.iter().zip(&cut) {
+                    assert!(a.status == b.status && a.cost == b.cost && a.latency_ns == b.latency_ns);
+                }
+                if threads == 1 {
+                    cut_one.push(d);
+                    (0..3).for_each(|i| loops[i].push(us(times[i])));
+                } else {
+                    two.push(d);
+                }
+            }
+        }
+        let (one, cut_one, two) = (median(one), median(cut_one), median(two));
+        let [head, quota, tail] = loops.map(median);
+        println!(
+            "  {batch:>6}  fused loop {one:.1}  |  cut around the quota, one thread {cut_one:.1} ({:.2}x; loops before {head:.1}, quota {quota:.1}, after {tail:.1})  |  two threads in turn {two:.1} ({:.2}x the fused loop's throughput)",
+            cut_one / one,
+            one / two
+        );
+    }
+}
+
+/// Runs `batches` as the stream schedules them, on `threads` (1 or 2)
+/// threads; returns the quota counters, the metrics, and the time spent in
+/// the loops before the quota, in the quota's and in the loop after it
+/// (summed over the threads).
+fn hand_in_turn(
+    batches: &mut [Columns],
+    now_ns: u64,
+    threads: usize,
+) -> ([u64; ROUTES], Metrics, [Duration; 3]) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let turn = AtomicUsize::new(0);
+    let used = Mutex::new([0u64; ROUTES]);
+    let (mine, theirs): (Vec<_>, Vec<_>) =
+        batches.iter_mut().enumerate().partition(|(k, _)| threads == 1 || k % 2 == 0);
+    let work = |batches: Vec<(usize, &mut Columns)>| {
+        let mut metrics = Metrics::default();
+        let mut times = [Duration::ZERO; 3];
+        for (k, c) in batches {
+            let n = c.len();
+            let (uid, tok, route, pay, ts) =
+                (&c.user_id[..n], &c.token[..n], &c.route[..n], &c.payload_len[..n], &c.ts_ns[..n]);
+            let (status, cost, score, lat) =
+                (&mut c.status[..n], &mut c.cost[..n], &mut c.score[..n], &mut c.latency_ns[..n]);
+            let t = Instant::now();
+            for i in 0..n {
+                let mut s = status[i];
+                if s == 0 && !auth_ok(uid[i], tok[i]) {
+                    s = 401;
+                }
+                if s == 0 && !payload_ok(pay[i]) {
+                    s = 413;
+                }
+                if s == 0 {
+                    let c = route_cost(route[i]);
+                    cost[i] = c;
+                    score[i] = enrich_score(uid[i], route[i], c);
+                }
+                status[i] = s;
+            }
+            times[0] += t.elapsed();
+            let mut spins = 0u32;
+            while turn.load(Ordering::Acquire) != k {
+                spins += 1;
+                if spins < 128 { std::hint::spin_loop() } else { std::thread::yield_now() }
+            }
+            let t = Instant::now();
+            {
+                let mut used = used.lock().unwrap();
+                for i in 0..n {
+                    if status[i] == 0 && !quota_ok(&mut used, route[i], cost[i]) {
+                        status[i] = 429;
+                    }
+                }
+            }
+            turn.store(k + 1, Ordering::Release);
+            times[1] += t.elapsed();
+            let t = Instant::now();
+            for i in 0..n {
+                let s = if status[i] == 0 { 200 } else { status[i] };
+                status[i] = s;
+                let l = now_ns - ts[i];
+                lat[i] = l;
+                metrics.record(s, route[i], l);
+            }
+            times[2] += t.elapsed();
+        }
+        (metrics, times)
+    };
+    let (metrics, times) = std::thread::scope(|s| {
+        let other = s.spawn(|| work(theirs));
+        let (mut m, mut t) = work(mine);
+        let (m2, t2) = other.join().unwrap();
+        m.merge(&m2);
+        (0..3).for_each(|i| t[i] += t2[i]);
+        (m, t)
+    });
+    (used.into_inner().unwrap(), metrics, times)
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
     common::bench_main(
         "stream",
         benches,
-        &[("paired", 9, &paired), ("bounds", 9, &bounds), ("wakeup", 2000, &|n| wakeup(n as u32))],
+        &[
+            ("paired", 9, &paired),
+            ("bounds", 9, &bounds),
+            ("hand", 9, &hand_bounds),
+            ("wakeup", 2000, &|n| wakeup(n as u32)),
+        ],
     );
 }
