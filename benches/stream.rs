@@ -244,11 +244,9 @@ fn paired(rounds: usize) {
 /// batch at a time, its `busy` time per batch), and two serial runs at once
 /// on two threads (two pipelines over the two halves of the input), which
 /// shows what two workers deliver. Compare those with `run` over the whole
-/// input, as the stream is: every timed pass first resets the outputs of
-/// the batches it runs (untimed), which leaves more of half the input in
-/// the caches than of the whole, so one thread over one half alone runs
-/// faster per batch than over the whole; two halves at once reset and run
-/// the whole input, like `run` and the stream.
+/// input, which the stream is compared with: one thread over one half
+/// alone (also printed) has run faster per batch than over the whole, so
+/// it is not the reference.
 fn bounds(rounds: usize) {
     let (schema, fields) = Fields::schema();
     println!("bounds, median of {rounds} rounds (us per batch):");

@@ -69,9 +69,13 @@
 //! span, and only then runs the groups after it, so the next batch's quota
 //! overlaps this batch's after-stages. Each cut costs a pass over the chunk
 //! (the chain's type knows where it is cut, so the parts compile as tight
-//! as the whole loop otherwise); for a tightly fused chain in small batches
-//! on few cores one worker (`workers(1)`, the whole chain in one loop) can
-//! be as fast. BENCHMARKS.md §8 has both on gateway-8.
+//! as the whole loop otherwise), and it takes from the processor what the
+//! fused loop gave it: stages bound by a dependency through memory (a
+//! quota's counters, a histogram), which ran in the shadow of the costly
+//! stages of the same loop, run alone. gateway-8 cut that way costs 1.5×
+//! its fused loop even written by hand. For a tightly fused chain in small
+//! batches on few cores one worker (`workers(1)`, the whole chain in one
+//! loop) can be as fast. BENCHMARKS.md §8 has both on gateway-8.
 //!
 //! A pipeline with async stages ([`stage::fetch`](crate::stage::fetch)) runs
 //! the same way: each worker awaits its batch's futures on its own thread
@@ -134,8 +138,8 @@ impl StreamBuilder {
     /// workers busy while a producer that waited for room wakes up (one
     /// wake-up per quarter of the capacity, 25–90 µs each on a small virtual
     /// machine). On two cores with 4,096-row gateway-8 batches, a capacity of
-    /// 8 left each worker idle 9–14 µs per batch of a 50–60 µs run, 32 left
-    /// it 2–6 µs (`cargo bench --bench stream -- paired`, BENCHMARKS.md §8).
+    /// 8 left each worker idle 9–14 µs per batch of a 53–67 µs run, 32 left
+    /// it 3–7 µs (`cargo bench --bench stream -- paired`, BENCHMARKS.md §8).
     pub fn capacity(mut self, batches: usize) -> Self {
         self.capacity = batches;
         self
