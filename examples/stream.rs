@@ -126,8 +126,10 @@ fn run(args: &Args, producers: usize) -> mware::Result<()> {
     for _ in 0..args.repeat {
         quota.replace([0; ROUTES]);
         metrics.replace(Metrics::default());
+        // Each producer holds a reserved place while it fills its batch: two
+        // places per producer and four more, and no fewer than the default.
         let runner = StreamRunner::builder(pipeline.clone())
-            .capacity(2 * producers + 4)
+            .capacity((2 * producers + 4).max(32))
             .batch_rows(batch_rows)
             .build()?;
         let mut consumer = runner.consumer().expect("first consumer");
