@@ -135,9 +135,11 @@ impl StreamBuilder {
     /// by the consumer (default 32). Submitting beyond it waits.
     ///
     /// Memory held in flight grows with it, but so does the slack that keeps
-    /// workers busy while a producer that waited for room wakes up (one
-    /// wake-up per quarter of the capacity, 25–90 µs each on a small virtual
-    /// machine). On two cores with 4,096-row gateway-8 batches, a capacity of
+    /// workers busy while the threads around them are slow to run: a
+    /// producer that waited for room (woken once a quarter of the places
+    /// are free), or a consumer yet to take results, which keep their
+    /// places (a wake-up costs 25–90 µs on a small virtual machine). On two
+    /// cores with 4,096-row gateway-8 batches, a capacity of
     /// 8 left each worker idle 9–14 µs per batch of a 53–67 µs run, 32 left
     /// it 3–7 µs (`cargo bench --bench stream -- paired`, BENCHMARKS.md §8).
     pub fn capacity(mut self, batches: usize) -> Self {
