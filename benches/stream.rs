@@ -347,15 +347,19 @@ fn hand_bounds(rounds: usize) {
             one.push(us(t.elapsed()));
             for threads in [1, 2] {
                 cut.iter_mut().for_each(Columns::reset_outputs);
-                let t = Instant::now();
-                let (used, metrics, times) = hand_in_turn(&mut cut, g.now_ns, threads);
-                let d = us(t.elapsed());
+                let (used, metrics, elapsed, times) = hand_in_turn(&mut cut, g.now_ns, threads);
+                let d = us(elapsed);
                 assert!(
                     used == g.used && metrics == g.metrics,
                     "the schedule by hand disagrees with the fused loop"
                 );
                 for (a, b) in fused.iter().zip(&cut) {
-                    assert!(a.status == b.status && a.cost == b.cost && a.latency_ns == b.latency_ns);
+                    assert!(
+                        a.status == b.status
+                            && a.cost == b.cost
+                            && a.score == b.score
+                            && a.latency_ns == b.latency_ns
+                    );
                 }
                 if threads == 1 {
                     cut_one.push(d);
@@ -376,14 +380,15 @@ fn hand_bounds(rounds: usize) {
 }
 
 /// Runs `batches` as the stream schedules them, on `threads` (1 or 2)
-/// threads; returns the quota counters, the metrics, and the time spent in
-/// the loops before the quota, in the quota's and in the loop after it
-/// (summed over the threads).
+/// threads; returns the quota counters, the metrics, the time it took (from
+/// when every thread had started) and the time spent in the loops before
+/// the quota, in the quota's and in the loop after it (summed over the
+/// threads).
 fn hand_in_turn(
     batches: &mut [Columns],
     now_ns: u64,
     threads: usize,
-) -> ([u64; ROUTES], Metrics, [Duration; 3]) {
+) -> ([u64; ROUTES], Metrics, Duration, [Duration; 3]) {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let turn = AtomicUsize::new(0);
@@ -444,15 +449,28 @@ fn hand_in_turn(
         }
         (metrics, times)
     };
-    let (metrics, times) = std::thread::scope(|s| {
-        let other = s.spawn(|| work(theirs));
-        let (mut m, mut t) = work(mine);
-        let (m2, t2) = other.join().unwrap();
-        m.merge(&m2);
-        (0..3).for_each(|i| t[i] += t2[i]);
-        (m, t)
-    });
-    (used.into_inner().unwrap(), metrics, times)
+    let (metrics, elapsed, times) = if threads == 1 {
+        let t = Instant::now();
+        let (m, times) = work(mine);
+        (m, t.elapsed(), times)
+    } else {
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                start.wait();
+                work(theirs)
+            });
+            start.wait();
+            let t = Instant::now();
+            let (mut m, mut times) = work(mine);
+            let (m2, t2) = other.join().unwrap();
+            let elapsed = t.elapsed();
+            m.merge(&m2);
+            (0..3).for_each(|i| times[i] += t2[i]);
+            (m, elapsed, times)
+        })
+    };
+    (used.into_inner().unwrap(), metrics, elapsed, times)
 }
 
 criterion_group!(benches, bench);
