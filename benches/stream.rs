@@ -329,17 +329,24 @@ fn wakeup(rounds: u32) {
 /// runs the stages after it. Against `hand_fused`, the whole chain in one
 /// loop on one thread, batch after batch, and the same three loops as the
 /// two threads run, on one thread (what cutting the chain costs by hand),
-/// with the time of each loop.
+/// with the time of each loop; and against `run` (the `paired` report's
+/// baseline) in the same rounds, the median per-round speed-up.
 fn hand_bounds(rounds: usize) {
+    let (schema, fields) = Fields::schema();
     println!("hand-written, median of {rounds} rounds (us per batch):");
     for batch in [4_096, 65_536] {
         let mut fused = hand_batches(batch);
         let mut cut = hand_batches(batch);
+        let mut input = batches(&fields, &schema, batch);
+        let gw = Gw::build(&fields, &schema, Composition::Static);
         let n = fused.len() as f64;
         let us = |d: Duration| d.as_secs_f64() * 1e6 / n;
-        let (mut one, mut cut_one, mut two) = (vec![], vec![], vec![]);
+        let (mut one, mut cut_one, mut two, mut run, mut two_over_run) =
+            (vec![], vec![], vec![], vec![], vec![]);
         let mut loops = [const { Vec::new() }; 3];
         for _ in 0..rounds {
+            let r = us(time_run(&gw, &fields, &mut input));
+            run.push(r);
             let mut g = Gateway::new(ROWS as u64);
             fused.iter_mut().for_each(Columns::reset_outputs);
             let t = Instant::now();
@@ -366,15 +373,18 @@ fn hand_bounds(rounds: usize) {
                     (0..3).for_each(|i| loops[i].push(us(times[i])));
                 } else {
                     two.push(d);
+                    two_over_run.push(r / d);
                 }
             }
         }
         let (one, cut_one, two) = (median(one), median(cut_one), median(two));
         let [head, quota, tail] = loops.map(median);
         println!(
-            "  {batch:>6}  fused loop {one:.1}  |  cut around the quota, one thread {cut_one:.1} ({:.2}x; loops before {head:.1}, quota {quota:.1}, after {tail:.1})  |  two threads in turn {two:.1} ({:.2}x the fused loop's throughput)",
+            "  {batch:>6}  fused loop {one:.1}  |  cut around the quota, one thread {cut_one:.1} ({:.2}x; loops before {head:.1}, quota {quota:.1}, after {tail:.1})  |  two threads in turn {two:.1} ({:.2}x the fused loop's throughput, {:.2}x that of mware's run at {:.1})",
             cut_one / one,
-            one / two
+            one / two,
+            median(two_over_run),
+            median(run)
         );
     }
 }
