@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mware::gateway8::{
-    Columns, Composition, Fields, Gateway, GatewayPipeline, Metrics, ROUTES, auth_ok, enrich_score,
-    hand_fused, payload_ok, quota_ok, route_cost,
+    Columns, Composition, Fields, Gateway, GatewayPipeline, Metrics, ROUTES, after_quota, before_quota,
+    hand_fused, quota_ok,
 };
 use mware::stream::{StreamRunner, StreamStats};
 use mware::{Batch, Pipeline, StateHandle};
@@ -416,19 +416,8 @@ fn hand_in_turn(
                 (&mut c.status[..n], &mut c.cost[..n], &mut c.score[..n], &mut c.latency_ns[..n]);
             let t = Instant::now();
             for i in 0..n {
-                let mut s = status[i];
-                if s == 0 && !auth_ok(uid[i], tok[i]) {
-                    s = 401;
-                }
-                if s == 0 && !payload_ok(pay[i]) {
-                    s = 413;
-                }
-                if s == 0 {
-                    let c = route_cost(route[i]);
-                    cost[i] = c;
-                    score[i] = enrich_score(uid[i], route[i], c);
-                }
-                status[i] = s;
+                let row = (uid[i], tok[i], pay[i], route[i]);
+                status[i] = before_quota(status[i], row, &mut cost[i], &mut score[i]).0;
             }
             times[0] += t.elapsed();
             let mut spins = 0u32;
@@ -449,11 +438,7 @@ fn hand_in_turn(
             times[1] += t.elapsed();
             let t = Instant::now();
             for i in 0..n {
-                let s = if status[i] == 0 { 200 } else { status[i] };
-                status[i] = s;
-                let l = now_ns - ts[i];
-                lat[i] = l;
-                metrics.record(s, route[i], l);
+                after_quota(status[i], &mut status[i], (ts[i], route[i], now_ns), &mut lat[i], &mut metrics);
             }
             times[2] += t.elapsed();
         }

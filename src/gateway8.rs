@@ -252,6 +252,51 @@ pub fn quota_ok(used: &mut [u64; ROUTES], route: u16, cost: u32) -> bool {
     *u <= QUOTA
 }
 
+/// Stages 1–4 (auth, validate, route, enrich) on one row whose status is
+/// `status`: returns the status the row leaves them with (0 while live)
+/// and, for a live row, its cost, which it also writes with its `score`.
+#[inline(always)]
+pub fn before_quota(
+    status: u16,
+    (user_id, token, payload_len, route): (u64, u64, u32, u16),
+    cost: &mut u32,
+    score: &mut f32,
+) -> (u16, u32) {
+    let mut s = status;
+    if s == 0 && !auth_ok(user_id, token) {
+        s = 401;
+    }
+    if s == 0 && !payload_ok(payload_len) {
+        s = 413;
+    }
+    if s != 0 {
+        return (s, 0);
+    }
+    let c = route_cost(route);
+    *cost = c;
+    *score = enrich_score(user_id, route, c);
+    (0, c)
+}
+
+/// Stages 6–8 (handler, timing, metrics) on one row that left the quota
+/// with status `s`: writes its final status to `status`, and its latency.
+#[inline(always)]
+pub fn after_quota(
+    mut s: u16,
+    status: &mut u16,
+    (ts_ns, route, now_ns): (u64, u16, u64),
+    latency_ns: &mut u64,
+    m: &mut Metrics,
+) {
+    if s == 0 {
+        s = 200;
+    }
+    *status = s;
+    let l = now_ns - ts_ns;
+    *latency_ns = l;
+    m.record(s, route, l);
+}
+
 /// The hand-written fused loop: every stage for one row in one loop body.
 /// This is the limit the executor is measured against.
 pub fn hand_fused(c: &mut Columns, g: &mut Gateway) {
@@ -261,28 +306,12 @@ pub fn hand_fused(c: &mut Columns, g: &mut Gateway) {
     let (status, cost, score, lat) =
         (&mut c.status[..n], &mut c.cost[..n], &mut c.score[..n], &mut c.latency_ns[..n]);
     for i in 0..n {
-        let mut s = status[i];
-        if s == 0 && !auth_ok(uid[i], tok[i]) {
-            s = 401;
+        let (mut s, c) =
+            before_quota(status[i], (uid[i], tok[i], pay[i], route[i]), &mut cost[i], &mut score[i]);
+        if s == 0 && !quota_ok(&mut g.used, route[i], c) {
+            s = 429;
         }
-        if s == 0 && !payload_ok(pay[i]) {
-            s = 413;
-        }
-        if s == 0 {
-            let c = route_cost(route[i]);
-            cost[i] = c;
-            score[i] = enrich_score(uid[i], route[i], c);
-            if !quota_ok(&mut g.used, route[i], c) {
-                s = 429;
-            }
-        }
-        if s == 0 {
-            s = 200;
-        }
-        status[i] = s;
-        let l = g.now_ns - ts[i];
-        lat[i] = l;
-        g.metrics.record(s, route[i], l);
+        after_quota(s, &mut status[i], (ts[i], route[i], g.now_ns), &mut lat[i], &mut g.metrics);
     }
 }
 
