@@ -72,8 +72,8 @@
 //! as the whole loop otherwise), and it takes from the processor what the
 //! fused loop gave it: stages bound by a dependency through memory (a
 //! quota's counters, a histogram), which ran in the shadow of the costly
-//! stages of the same loop, run alone. gateway-8 cut that way costs about
-//! 1.5× its fused loop even written by hand. For a tightly fused chain in small
+//! stages of the same loop, run alone. gateway-8 cut that way costs 1.5× its
+//! fused loop or more, even written by hand. For a tightly fused chain in small
 //! batches on few cores one worker (`workers(1)`, the whole chain in one
 //! loop) can be as fast. BENCHMARKS.md §8 has both on gateway-8.
 //!
