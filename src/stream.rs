@@ -72,10 +72,10 @@
 //! as the whole loop otherwise), and it takes from the processor what the
 //! fused loop gave it: stages bound by a dependency through memory (a
 //! quota's counters, a histogram), which ran in the shadow of the costly
-//! stages of the same loop, run alone. gateway-8 cut that way costs 1.5× its
-//! fused loop or more, even written by hand. For a tightly fused chain in small
-//! batches on few cores one worker (`workers(1)`, the whole chain in one
-//! loop) can be as fast. BENCHMARKS.md §8 has both on gateway-8.
+//! stages of the same loop, run alone. gateway-8 cut that way costs 1.5×
+//! its fused loop or more, even written by hand. For a tightly fused chain
+//! in small batches on few cores one worker (`workers(1)`, the whole chain
+//! in one loop) can be as fast. BENCHMARKS.md §8 has both on gateway-8.
 //!
 //! A pipeline with async stages ([`stage::fetch`](crate::stage::fetch)) runs
 //! the same way: each worker awaits its batch's futures on its own thread
@@ -139,9 +139,9 @@ impl StreamBuilder {
     /// producer that waited for room (woken once a quarter of the places
     /// are free), or a consumer yet to take results, which keep their
     /// places (a wake-up costs 25–90 µs on a small virtual machine). On two
-    /// cores with 4,096-row gateway-8 batches, a capacity of
-    /// 8 left each worker idle 9–14 µs per batch of a 53–67 µs run, 32 left
-    /// it 3–7 µs (`cargo bench --bench stream -- paired`, BENCHMARKS.md §8).
+    /// cores with 4,096-row gateway-8 batches, a capacity of 8 left each
+    /// worker idle 9–14 µs per batch of a 53–67 µs run, and 32 left it
+    /// 3–7 µs (`cargo bench --bench stream -- paired`, BENCHMARKS.md §8).
     pub fn capacity(mut self, batches: usize) -> Self {
         self.capacity = batches;
         self
