@@ -15,8 +15,8 @@
 //!   thread, the quota stage's group taking the batches in turn (see
 //!   `mware::stream`'s "Pipelining"), 32 batches in flight at most;
 //! - `stream_cap8`: the same with 8 batches in flight at most (the default
-//!   before session 9), which leaves the workers less slack while a
-//!   producer that waited for room wakes up;
+//!   before session 9), which leaves the workers less slack while the
+//!   producer and the consumer are slow to run;
 //! - `stream_1w`: one worker, so batches run one after the other with the
 //!   whole chain fused into one loop;
 //! - `run_boxed` / `stream_boxed`: the same stages registered one by one
@@ -30,8 +30,9 @@
 //!
 //! Then two reports of what bounds the stream: `bounds` (the stream's run
 //! in turn, and two serial runs at once, against `run`) and `hand` (the
-//! stream's schedule written by hand over plain columns, against the hand
-//! loop; `cargo bench --bench stream -- hand` runs only that).
+//! stream's schedule, and a pipeline by stage, written by hand over plain
+//! columns, against the hand loop and `run`; `cargo bench --bench stream
+//! -- hand` runs only that).
 //!
 //! Last, it prints what one hand-off between threads costs on this machine
 //! (`cargo bench --bench stream -- wakeup` runs only that): a send that
