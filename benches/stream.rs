@@ -340,10 +340,14 @@ fn hand_bounds(rounds: usize) {
         let mut cut = hand_batches(batch);
         let mut input = batches(&fields, &schema, batch);
         let gw = Gw::build(&fields, &schema, Composition::Static);
+        let one_thread = |b: mware::PipelineBuilder| b.threads(1);
+        let serial = Gw::with_threads(&fields, &schema, Composition::Static, Some(1));
+        let (front, rest) = GatewayPipeline::halves(&fields, &schema, ROWS as u64, one_thread).unwrap();
         let n = fused.len() as f64;
         let us = |d: Duration| d.as_secs_f64() * 1e6 / n;
         let (mut one, mut cut_one, mut two, mut run, mut two_over_run) =
             (vec![], vec![], vec![], vec![], vec![]);
+        let (mut serial_run, mut halves, mut hand_halves) = (vec![], [vec![], vec![]], [vec![], vec![]]);
         let (mut piped, mut piped_over_run) = (vec![], vec![]);
         let mut loops = [const { Vec::new() }; 3];
         for _ in 0..rounds {
@@ -386,6 +390,34 @@ fn hand_bounds(rounds: usize) {
             check((used, metrics), &cut);
             piped.push(us(elapsed));
             piped_over_run.push(r / us(elapsed));
+            // The chain cut in two where the quota begins, on one thread:
+            // in mware, and by hand.
+            serial_run.push(us(time_run(&serial, &fields, &mut input)));
+            input.iter_mut().for_each(|b| reset(&fields, b));
+            rest.reset();
+            let t = Instant::now();
+            input.iter_mut().for_each(|b| {
+                front.run(b).unwrap();
+            });
+            halves[0].push(us(t.elapsed()));
+            let t = Instant::now();
+            input.iter_mut().for_each(|b| {
+                rest.pipeline.run(b).unwrap();
+            });
+            halves[1].push(us(t.elapsed()));
+            assert!(
+                *rest.quota.lock() == g.used && *rest.metrics.lock() == g.metrics,
+                "the halves disagree with the fused loop"
+            );
+            cut.iter_mut().for_each(Columns::reset_outputs);
+            let (mut used, mut metrics) = ([0u64; ROUTES], Metrics::default());
+            let t = Instant::now();
+            cut.iter_mut().for_each(hand_front);
+            hand_halves[0].push(us(t.elapsed()));
+            let t = Instant::now();
+            cut.iter_mut().for_each(|c| hand_rest(c, &mut used, &mut metrics, g.now_ns));
+            hand_halves[1].push(us(t.elapsed()));
+            check((used, metrics), &cut);
         }
         let (one, cut_one, two, piped) = (median(one), median(cut_one), median(two), median(piped));
         let [head, quota, tail] = loops.map(median);
@@ -397,6 +429,11 @@ fn hand_bounds(rounds: usize) {
             median(run),
             one / piped,
             median(piped_over_run)
+        );
+        let ([front, rest], [hand_front, hand_rest]) = (halves.map(median), hand_halves.map(median));
+        println!(
+            "          cut where the quota begins, one thread: mware before {front:.1}, from the quota on {rest:.1} (whole chain {:.1})  |  by hand before {hand_front:.1}, from the quota on {hand_rest:.1} (fused loop {one:.1})",
+            median(serial_run)
         );
     }
 }
@@ -421,17 +458,12 @@ fn hand_in_turn(
         let mut metrics = Metrics::default();
         let mut times = [Duration::ZERO; 3];
         for (k, c) in batches {
-            let n = c.len();
-            let (uid, tok, route, pay, ts) =
-                (&c.user_id[..n], &c.token[..n], &c.route[..n], &c.payload_len[..n], &c.ts_ns[..n]);
-            let (status, cost, score, lat) =
-                (&mut c.status[..n], &mut c.cost[..n], &mut c.score[..n], &mut c.latency_ns[..n]);
             let t = Instant::now();
-            for i in 0..n {
-                let row = (uid[i], tok[i], pay[i], route[i]);
-                status[i] = before_quota(status[i], row, &mut cost[i], &mut score[i]).0;
-            }
+            hand_front(c);
             times[0] += t.elapsed();
+            let n = c.len();
+            let (route, cost, ts) = (&c.route[..n], &c.cost[..n], &c.ts_ns[..n]);
+            let (status, lat) = (&mut c.status[..n], &mut c.latency_ns[..n]);
             let mut spins = 0u32;
             while turn.load(Ordering::Acquire) != k {
                 spins += 1;
@@ -480,6 +512,31 @@ fn hand_in_turn(
     (used.into_inner().unwrap(), metrics, elapsed, times)
 }
 
+/// Stages 1-4 (auth to enrich) by hand over one batch.
+fn hand_front(c: &mut Columns) {
+    let n = c.len();
+    let (uid, tok, pay, route) = (&c.user_id[..n], &c.token[..n], &c.payload_len[..n], &c.route[..n]);
+    let (status, cost, score) = (&mut c.status[..n], &mut c.cost[..n], &mut c.score[..n]);
+    for i in 0..n {
+        let row = (uid[i], tok[i], pay[i], route[i]);
+        status[i] = before_quota(status[i], row, &mut cost[i], &mut score[i]).0;
+    }
+}
+
+/// Stages 5-8 (the quota to metrics) by hand over one batch, in one loop.
+fn hand_rest(c: &mut Columns, used: &mut [u64; ROUTES], metrics: &mut Metrics, now_ns: u64) {
+    let n = c.len();
+    let (route, cost, ts) = (&c.route[..n], &c.cost[..n], &c.ts_ns[..n]);
+    let (status, lat) = (&mut c.status[..n], &mut c.latency_ns[..n]);
+    for i in 0..n {
+        let mut st = status[i];
+        if st == 0 && !quota_ok(used, route[i], cost[i]) {
+            st = 429;
+        }
+        after_quota(st, &mut status[i], (ts[i], route[i], now_ns), &mut lat[i], metrics);
+    }
+}
+
 /// A schedule the stream does not run (yet): a pipeline by stage on two
 /// threads. One runs the stages before the quota on every batch and hands
 /// each batch on; the other takes them in order and runs the quota and the
@@ -493,14 +550,7 @@ fn hand_pipelined(batches: &mut [Columns], now_ns: u64) -> ([u64; ROUTES], Metri
         s.spawn(move || {
             start.wait();
             for c in batches.iter_mut() {
-                let n = c.len();
-                let (uid, tok, pay, route) =
-                    (&c.user_id[..n], &c.token[..n], &c.payload_len[..n], &c.route[..n]);
-                let (status, cost, score) = (&mut c.status[..n], &mut c.cost[..n], &mut c.score[..n]);
-                for i in 0..n {
-                    let row = (uid[i], tok[i], pay[i], route[i]);
-                    status[i] = before_quota(status[i], row, &mut cost[i], &mut score[i]).0;
-                }
+                hand_front(c);
                 tx.send(c).unwrap();
             }
         });
@@ -508,16 +558,7 @@ fn hand_pipelined(batches: &mut [Columns], now_ns: u64) -> ([u64; ROUTES], Metri
         let t = Instant::now();
         let (mut used, mut metrics) = ([0u64; ROUTES], Metrics::default());
         for c in rx.iter() {
-            let n = c.len();
-            let (route, cost, ts) = (&c.route[..n], &c.cost[..n], &c.ts_ns[..n]);
-            let (status, lat) = (&mut c.status[..n], &mut c.latency_ns[..n]);
-            for i in 0..n {
-                let mut st = status[i];
-                if st == 0 && !quota_ok(&mut used, route[i], cost[i]) {
-                    st = 429;
-                }
-                after_quota(st, &mut status[i], (ts[i], route[i], now_ns), &mut lat[i], &mut metrics);
-            }
+            hand_rest(c, &mut used, &mut metrics, now_ns);
         }
         (used, metrics, t.elapsed())
     })

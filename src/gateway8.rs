@@ -511,10 +511,11 @@ pub enum Composition {
 }
 
 /// Defines the eight stages over the given accesses (runtime or pinned
-/// handles) and registers them, as one static chain when `$fused`, else
-/// one by one: one definition for every [`Composition`].
-macro_rules! register {
-    ($builder:expr, $fused:expr, $now:expr, $uid:expr, $tok:expr, $route:expr, $pay:expr, $ts:expr,
+/// handles): one definition for every [`Composition`] and for
+/// [`GatewayPipeline::halves`]. Gives the stages and handles on the quota's
+/// counters and the metrics' total.
+macro_rules! stages {
+    ($now:expr, $uid:expr, $tok:expr, $route:expr, $pay:expr, $ts:expr,
      $cost_r:expr, $cost_w:expr, $score_w:expr, $lat_r:expr, $lat_w:expr) => {{
         let now = $now;
         let metrics = stage::reduction(
@@ -564,8 +565,62 @@ macro_rules! register {
         .rejects();
         let handler = stage::parallel("handler", (), |_: (), ctl: &mut RowCtl| ctl.respond(200));
         let (quota_state, metrics_total) = (quota.state(), metrics.total());
-        let builder = if $fused {
-            $builder.chain(crate::chain![
+        (
+            Stages { metrics, timing, auth, validate, route, enrich, quota, handler },
+            quota_state,
+            metrics_total,
+        )
+    }};
+}
+
+/// [`stages!`] over the fields' runtime handles.
+macro_rules! runtime_stages {
+    ($f:expr, $now:expr) => {
+        stages!(
+            $now,
+            Read($f.user_id),
+            Read($f.token),
+            Read($f.route),
+            Read($f.payload_len),
+            Read($f.ts_ns),
+            Read($f.cost),
+            Write($f.cost),
+            Write($f.score),
+            Read($f.latency_ns),
+            Write($f.latency_ns)
+        )
+    };
+}
+
+/// The eight stages, as [`stages!`] defines them.
+struct Stages<M, T, A, V, R, E, Q, H> {
+    metrics: M,
+    timing: T,
+    auth: A,
+    validate: V,
+    route: R,
+    enrich: E,
+    quota: Q,
+    handler: H,
+}
+
+impl<M, T, A, V, R, E, Q, H> Stages<M, T, A, V, R, E, Q, H>
+where
+    M: RowStage + Stage,
+    T: RowStage + Stage,
+    A: RowStage + Stage,
+    V: RowStage + Stage,
+    R: RowStage + Stage,
+    E: RowStage + Stage,
+    Q: RowStage + Stage,
+    H: RowStage + Stage,
+{
+    /// Registers the stages in the workload's order: as one static chain
+    /// when `fused`, else one by one.
+    fn register(self, b: PipelineBuilder, fused: bool) -> PipelineBuilder {
+        let Stages { metrics, timing, auth, validate, route, enrich, quota, handler } = self;
+        if fused {
+            b.chain(crate::chain![
                 after(metrics),
                 after(timing),
                 before(auth),
@@ -576,10 +631,16 @@ macro_rules! register {
                 before(handler),
             ])
         } else {
-            boxed($builder, metrics, timing, auth, validate, route, enrich, quota, handler)
-        };
-        (builder, quota_state, metrics_total)
-    }};
+            b.after(metrics)
+                .after(timing)
+                .before(auth)
+                .before(validate)
+                .before(route)
+                .before(enrich)
+                .before(quota)
+                .handler(handler)
+        }
+    }
 }
 
 /// gateway-8 built with mware: the pipeline and handles on its state.
@@ -608,9 +669,7 @@ impl GatewayPipeline {
             Composition::Pinned => {
                 // Positions as declared in `Fields::schema_with`.
                 let (cost, lat) = (f.cost.pin::<5>()?, f.latency_ns.pin::<7>()?);
-                register!(
-                    builder,
-                    true,
+                let (stages, quota, metrics) = stages!(
                     now,
                     ReadAt(f.user_id.pin::<0>()?),
                     ReadAt(f.token.pin::<1>()?),
@@ -622,25 +681,71 @@ impl GatewayPipeline {
                     WriteAt(f.score.pin::<6>()?),
                     ReadAt(lat),
                     WriteAt(lat)
-                )
+                );
+                (stages.register(builder, true), quota, metrics)
             }
-            c => register!(
-                builder,
-                c == Composition::Static,
-                now,
-                Read(f.user_id),
-                Read(f.token),
-                Read(f.route),
-                Read(f.payload_len),
-                Read(f.ts_ns),
-                Read(f.cost),
-                Write(f.cost),
-                Write(f.score),
-                Read(f.latency_ns),
-                Write(f.latency_ns)
-            ),
+            c => {
+                let (stages, quota, metrics) = runtime_stages!(f, now);
+                (stages.register(builder, c == Composition::Static), quota, metrics)
+            }
         };
         Ok(GatewayPipeline { pipeline: builder.build()?, quota: quota_state, metrics: metrics_total })
+    }
+
+    /// gateway-8 cut where the quota begins, as two pipelines of one static
+    /// chain each: auth, validate, route and enrich (inside two empty
+    /// layers, where timing and metrics sit in the whole chain); then the
+    /// quota, the handler, timing and metrics. Running the first and then
+    /// the second on a batch gives what [`build`](GatewayPipeline::build)
+    /// gives. What each half costs against the same stages written by hand
+    /// shows where the fused chain's cost lies (the stream bench's `hand`
+    /// report).
+    ///
+    /// ```
+    /// use mware::gateway8::{Checksum, Fields, GatewayPipeline, TEST_VECTOR};
+    /// use mware::Batch;
+    ///
+    /// let (schema, fields) = Fields::schema();
+    /// let rows = 1 << 20;
+    /// let (front, rest) = GatewayPipeline::halves(&fields, &schema, rows, |b| b)?;
+    /// let mut sum = Checksum::default();
+    /// let mut batch = Batch::new(&schema);
+    /// for first in (0..rows).step_by(65_536) {
+    ///     fields.fill(&mut batch, 42, first, 65_536)?;
+    ///     front.run(&mut batch)?;
+    ///     rest.pipeline.run(&mut batch)?;
+    ///     fields.add_to(&mut sum, &batch)?;
+    /// }
+    /// sum.set_metrics(&rest.metrics.lock());
+    /// assert_eq!(sum.to_string(), TEST_VECTOR);
+    /// # Ok::<(), mware::Error>(())
+    /// ```
+    pub fn halves(
+        f: &Fields,
+        schema: &Schema,
+        total_rows: u64,
+        configure: impl Fn(PipelineBuilder) -> PipelineBuilder,
+    ) -> crate::Result<(Pipeline, GatewayPipeline)> {
+        let (stages, quota, metrics) = runtime_stages!(f, now_ns(total_rows));
+        let Stages { metrics: m, timing, auth, validate, route, enrich, quota: q, handler } = stages;
+        // Two empty layers stand for timing's and metrics', so the rows the
+        // first half rejects stop at the depths they stop at in the whole
+        // chain, where the second half's after-stages see them.
+        let outer = |name| stage::parallel(name, (), |_: (), _: &mut RowCtl| {});
+        let front = configure(Pipeline::builder(schema))
+            .chain(crate::chain![
+                after(outer("metrics's layer")),
+                after(outer("timing's layer")),
+                before(auth),
+                before(validate),
+                before(route),
+                before(enrich),
+            ])
+            .build()?;
+        let rest = configure(Pipeline::builder(schema))
+            .chain(crate::chain![after(m), after(timing), before(q), before(handler)])
+            .build()?;
+        Ok((front, GatewayPipeline { pipeline: rest, quota, metrics }))
     }
 
     /// Puts the quota and metrics back to zero (a fresh run).
@@ -648,28 +753,6 @@ impl GatewayPipeline {
         self.quota.replace([0; ROUTES]);
         self.metrics.replace(Metrics::default());
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn boxed(
-    b: PipelineBuilder,
-    metrics: impl RowStage + Stage,
-    timing: impl RowStage + Stage,
-    auth: impl RowStage + Stage,
-    validate: impl RowStage + Stage,
-    route: impl RowStage + Stage,
-    enrich: impl RowStage + Stage,
-    quota: impl RowStage + Stage,
-    handler: impl RowStage + Stage,
-) -> PipelineBuilder {
-    b.after(metrics)
-        .after(timing)
-        .before(auth)
-        .before(validate)
-        .before(route)
-        .before(enrich)
-        .before(quota)
-        .handler(handler)
 }
 
 /// The command-line flags every gateway-8 example takes:
