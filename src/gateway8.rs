@@ -734,8 +734,8 @@ impl GatewayPipeline {
         let outer = |name| stage::parallel(name, (), |_: (), _: &mut RowCtl| {});
         let front = configure(Pipeline::builder(schema))
             .chain(crate::chain![
-                after(outer("metrics's layer")),
-                after(outer("timing's layer")),
+                after(outer("empty (metrics)")),
+                after(outer("empty (timing)")),
                 before(auth),
                 before(validate),
                 before(route),
