@@ -443,9 +443,10 @@ fn hand_bounds(rounds: usize) {
 /// the first quarter of the input (64 batches of 4,096 rows, about 14 MB,
 /// which this machine's 32 MB L3 cache holds), each pass after another over
 /// the same batches. The quota rejects none of these rows (its counters
-/// pass their limit after about 814 Ki rows of the whole input), so this
-/// also shows the chain without its most frequent rejection. With the hand-written schedules over the same rows:
-/// the fused loop on one thread, two threads in turn, pipelined by stage.
+/// pass their limit after about 800,000 rows of the whole input), so this
+/// also shows the chain without its most frequent rejection. With the
+/// hand-written schedules over the same rows: the fused loop on one
+/// thread, two threads in turn, pipelined by stage.
 /// Every pass's quota counters and metrics are checked against the fused
 /// loop's.
 fn warm(rounds: usize) {
