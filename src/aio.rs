@@ -148,7 +148,7 @@ impl AsyncBuilder {
             .steps
             .iter()
             .any(|s| matches!(s.meta.kind, Kind::Sequential | Kind::WholeBatch));
-        let turns = ordered.then(|| Arc::new(Turns::new(self.pipeline.parallel_plan())));
+        let turns = ordered.then(|| Arc::new(Turns::new(&self.pipeline.turn)));
         let shared = Arc::new(Shared {
             pipeline: self.pipeline,
             capacity: self.capacity,

@@ -245,6 +245,11 @@ pub struct Mid<L>(PhantomData<L>);
 #[doc(hidden)]
 pub struct Tail<L>(PhantomData<L>);
 
+/// The slots from the first ordered stage of `L` on ([`Layers::CUT`]): the
+/// group a run in turn runs in turn.
+#[doc(hidden)]
+pub struct Rest<L>(PhantomData<L>);
+
 /// The slots of the plan's range, tested per step.
 #[doc(hidden)]
 pub struct Ranged;
@@ -268,6 +273,13 @@ impl<L: Layers> Span for Mid<L> {
     #[inline(always)]
     fn runs(_: RowPlan, slot: usize, _: usize) -> bool {
         L::CUT <= slot && slot < L::CUT_END
+    }
+}
+
+impl<L: Layers> Span for Rest<L> {
+    #[inline(always)]
+    fn runs(_: RowPlan, slot: usize, _: usize) -> bool {
+        slot >= L::CUT
     }
 }
 
@@ -710,7 +722,8 @@ impl<L: Layers> Chain<L> {
         base: u16,
     ) {
         let plan = RowPlan::new(base, slots);
-        // The parts a parallel plan cuts the chain into, as the types know them.
+        // The parts a parallel plan (or a run in turn's) cuts the chain
+        // into, as the types know them.
         let runs = plan.mask & self.present_mask;
         let part = |from: usize, to: usize| self.present_mask & below(to) & !below(from);
         let known = L::LEN <= 64 && runs != 0;
@@ -722,6 +735,8 @@ impl<L: Layers> Chain<L> {
                 self.walk::<Mid<L>>(walk, locals, table, env, plan)
             } else if known && runs == part(L::CUT_END, usize::MAX) {
                 self.walk::<Tail<L>>(walk, locals, table, env, plan)
+            } else if known && runs == part(L::CUT, usize::MAX) {
+                self.walk::<Rest<L>>(walk, locals, table, env, plan)
             } else {
                 self.walk::<Ranged>(walk, locals, table, env, plan)
             }

@@ -105,7 +105,9 @@ impl Scratch {
 
     #[inline]
     fn ensure(&mut self, p: &Pipeline, workers: usize) {
-        if self.workers.len() >= workers && self.tickets.len() >= p.parallel.groups.len() {
+        if self.workers.len() >= workers
+            && self.tickets.len() >= p.parallel.groups.len().max(p.turn.groups.len())
+        {
             return;
         }
         self.grow(p, workers);
@@ -117,7 +119,10 @@ impl Scratch {
             self.workers.push(Worker {
                 locals: p.units.iter().map(|u| u.new_local()).collect(),
                 stats: p.units.iter().map(|u| vec![SlotStats::default(); 2 * u.layers()]).collect(),
-                group_time: vec![Duration::ZERO; p.serial.groups.len().max(p.parallel.groups.len())],
+                group_time: vec![
+                    Duration::ZERO;
+                    p.serial.groups.len().max(p.parallel.groups.len()).max(p.turn.groups.len())
+                ],
                 sel: Vec::with_capacity(p.serial.chunk_rows),
                 errors: Vec::new(),
                 arena: Bump::new(),
@@ -127,7 +132,7 @@ impl Scratch {
         while self.cursors.len() < workers {
             self.cursors.push(CachePadded::new(AtomicUsize::new(0)));
         }
-        while self.tickets.len() < p.parallel.groups.len() {
+        while self.tickets.len() < p.parallel.groups.len().max(p.turn.groups.len()) {
             self.tickets.push(AtomicUsize::new(0));
         }
     }
@@ -193,7 +198,13 @@ impl<'p, 'b> Run<'p, 'b> {
             && p.parallel.has_side_by_side();
         // A run in turn keeps ordered groups apart so the runs before and
         // after it overlap with everything else.
-        let plan = if workers > 1 || turn.is_some() || beside { &p.parallel } else { &p.serial };
+        let plan = if turn.is_some() {
+            &p.turn
+        } else if workers > 1 || beside {
+            &p.parallel
+        } else {
+            &p.serial
+        };
         let (mut scratch, parts, all_live) = prepare(p, batch);
         scratch.ensure(p, workers);
         let mut stopped_before = Vec::new();

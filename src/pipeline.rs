@@ -12,7 +12,7 @@ use crate::chain::{Chain, End, Layers, Then};
 use crate::control::MAX_DEPTH;
 use crate::error::{Error, Result};
 use crate::exec::{ScratchPool, Threads};
-use crate::plan::Plan;
+use crate::plan::{Layout, Plan};
 use crate::report::RunReport;
 use crate::schema::{Schema, Storage};
 use crate::stage::{ChunkFn, ChunkStage, Kind, RowFn, RowStage, StatePolicy};
@@ -240,8 +240,8 @@ impl PipelineBuilder {
                 validate_access(&self.schema, &meta.name, &meta.uses)?;
             }
         }
-        let serial = Plan::build(&self.schema, &self.units, self.chunk_rows, false);
-        let parallel = Plan::build(&self.schema, &self.units, self.chunk_rows, true);
+        let plan = |layout| Plan::build(&self.schema, &self.units, self.chunk_rows, layout);
+        let (serial, parallel, turn) = (plan(Layout::Serial), plan(Layout::Parallel), plan(Layout::InTurn));
         let mut bases = Vec::with_capacity(self.units.len());
         let mut names_per_unit = Vec::with_capacity(self.units.len());
         let mut depth = 0u16;
@@ -277,6 +277,7 @@ impl PipelineBuilder {
             names: names_per_unit,
             serial,
             parallel,
+            turn,
             threads: self.threads,
             min_parallel_work: self.min_parallel_work,
             scratch: ScratchPool::default(),
@@ -320,6 +321,9 @@ pub struct Pipeline {
     pub(crate) names: Vec<Vec<Option<Arc<str>>>>,
     pub(crate) serial: Plan,
     pub(crate) parallel: Plan,
+    /// The plan of a run in turn (a stream's runs): the parallel plan with
+    /// each ordered span joined to the steps after it.
+    pub(crate) turn: Plan,
     pub(crate) threads: Threads,
     pub(crate) min_parallel_work: usize,
     pub(crate) scratch: ScratchPool,
@@ -363,6 +367,14 @@ impl Pipeline {
     /// The plan used when a run spreads over threads.
     pub fn parallel_plan(&self) -> &Plan {
         &self.parallel
+    }
+
+    /// The plan a stream's runs follow when they take turns at sequential
+    /// stages (see [Pipelining](crate::stream#pipelining)): the parallel
+    /// plan with each fused loop cut only where its first sequential stage
+    /// begins. The group times of those runs' reports follow its groups.
+    pub fn turn_plan(&self) -> &Plan {
+        &self.turn
     }
 
     /// Both plans as text.

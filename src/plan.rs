@@ -98,14 +98,32 @@ const CHUNK_BYTES: usize = 512 * 1024;
 /// 0.86-0.90x with 512 KiB).
 const PARALLEL_CHUNK_BYTES: usize = 128 * 1024;
 
+/// Which of a pipeline's plans to build.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// One thread: fused loops whole.
+    Serial,
+    /// Chunks spread over threads: a fused loop cut where its ordered span
+    /// begins and where it ends.
+    Parallel,
+    /// A stream's runs in turn: cut only where the ordered span begins, so
+    /// the span and the steps after it run as one loop in turn. Against the
+    /// parallel cut this saves a pass per chunk but holds the turn longer;
+    /// on gateway-8 in 4,096-row batches it streamed 1.21–1.53× `run`
+    /// (median 1.375×) against 1.08–1.40× (1.315×), eight alternations
+    /// (BENCHMARKS.md §8, session 11).
+    InTurn,
+}
+
 impl Plan {
     /// Orders the units' steps as the onion runs them and groups them.
     pub(crate) fn build(
         schema: &Schema,
         units: &[Box<dyn Unit>],
         chunk_rows: Option<usize>,
-        parallel: bool,
+        layout: Layout,
     ) -> Plan {
+        let parallel = layout != Layout::Serial;
         let mut steps = Vec::new();
         let mut depth = 0;
         let mut bases = Vec::with_capacity(units.len());
@@ -144,9 +162,10 @@ impl Plan {
             let span = &mut ordered_span[s.unit];
             *span = (span.0.min(s.slot), span.1.max(s.slot));
         }
+        let joined = layout == Layout::InTurn;
         let in_span = |s: &Step| {
             let (first, last) = ordered_span[s.unit];
-            first <= s.slot && s.slot <= last
+            first <= s.slot && (joined || s.slot <= last)
         };
         let mut groups: Vec<Group> = Vec::new();
         let mut segments: Vec<Segment> = Vec::new();

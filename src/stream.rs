@@ -63,11 +63,14 @@
 //! carries ends as after one single-threaded run over the concatenated
 //! input.
 //!
-//! Running in turn runs the parallel plan, which cuts a fused loop where its
-//! ordered span begins and where it ends (for gateway-8: the quota stage
-//! alone). A run passes the turns on after its last chunk has left the
-//! span, and only then runs the groups after it, so the next batch's quota
-//! overlaps this batch's after-stages. Each cut costs a pass over the chunk
+//! Running in turn runs the plan for runs in turn, which cuts a fused loop
+//! where its ordered span begins (for gateway-8: before the quota stage);
+//! the span and the steps after it are one loop, which takes the turns. A
+//! run passes the turns on after its last chunk has left that loop, then
+//! runs any groups after it. (Cutting where the span ends as well, as the
+//! parallel plan does, would let the next batch's quota overlap this
+//! batch's after-stages, but the extra pass cost gateway-8 more than the
+//! overlap gave: BENCHMARKS.md §8, session 11.) Each cut costs a pass over the chunk
 //! (the chain's type knows where it is cut, so the parts compile as tight
 //! as the whole loop otherwise), and it takes from the processor what the
 //! fused loop gave it: stages bound by a dependency through memory (a
@@ -1114,7 +1117,7 @@ struct Lane {
 
 impl Lane {
     fn new(pipeline: &Pipeline, ordered: bool, workers: usize) -> Lane {
-        Lane { turns: (ordered && workers > 1).then(|| Turns::new(pipeline.parallel_plan())) }
+        Lane { turns: (ordered && workers > 1).then(|| Turns::new(&pipeline.turn)) }
     }
 
     fn run(&self, pipeline: &Pipeline, index: u64, batch: &mut Batch) -> Result<RunReport> {

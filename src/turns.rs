@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::plan::Plan;
 
-/// Whose turn it is at each ordered group of one pipeline's parallel plan.
+/// Whose turn it is at each ordered group of one pipeline's plan for runs in turn.
 pub(crate) struct Turns {
     /// Per group: the index of the run allowed in.
     next: Box<[AtomicU64]>,

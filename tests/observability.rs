@@ -501,7 +501,7 @@ fn stream_reports_add_up() {
     let (p, refs) = build(&schema, x, &layers, |b| b.threads(1));
     let p = Arc::new(p);
     // Two workers: the batches take turns at the ordered (reduction-holding)
-    // groups of the parallel plan.
+    // groups of the plan for runs in turn.
     let runner = StreamRunner::builder(p.clone()).capacity(3).workers(2).build().unwrap();
     assert!(runner.in_order());
     let mut results = runner.consumer().unwrap();
@@ -533,8 +533,8 @@ fn stream_reports_add_up() {
     assert_eq!(total.rows, inputs.iter().map(Vec::len).sum::<usize>());
     assert_eq!(counts_of(&total), expected(&p, all));
     // The stream ran one plan: group and segment times added up too.
-    assert_eq!(total.groups.len(), p.parallel_plan().groups.len());
-    assert_eq!(total.segments.len(), p.parallel_plan().segments.len());
+    assert_eq!(total.groups.len(), p.turn_plan().groups.len());
+    assert_eq!(total.segments.len(), p.turn_plan().segments.len());
     assert!(total.elapsed >= total.segments.iter().sum::<Duration>());
 }
 
