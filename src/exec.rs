@@ -105,9 +105,9 @@ impl Scratch {
 
     #[inline]
     fn ensure(&mut self, p: &Pipeline, workers: usize) {
-        if self.workers.len() >= workers
-            && self.tickets.len() >= p.parallel.groups.len().max(p.turn.groups.len())
-        {
+        // The plan for runs in turn only joins groups of the parallel plan,
+        // so it never has more.
+        if self.workers.len() >= workers && self.tickets.len() >= p.parallel.groups.len() {
             return;
         }
         self.grow(p, workers);
@@ -119,10 +119,7 @@ impl Scratch {
             self.workers.push(Worker {
                 locals: p.units.iter().map(|u| u.new_local()).collect(),
                 stats: p.units.iter().map(|u| vec![SlotStats::default(); 2 * u.layers()]).collect(),
-                group_time: vec![
-                    Duration::ZERO;
-                    p.serial.groups.len().max(p.parallel.groups.len()).max(p.turn.groups.len())
-                ],
+                group_time: vec![Duration::ZERO; p.serial.groups.len().max(p.parallel.groups.len())],
                 sel: Vec::with_capacity(p.serial.chunk_rows),
                 errors: Vec::new(),
                 arena: Bump::new(),
@@ -132,7 +129,7 @@ impl Scratch {
         while self.cursors.len() < workers {
             self.cursors.push(CachePadded::new(AtomicUsize::new(0)));
         }
-        while self.tickets.len() < p.parallel.groups.len().max(p.turn.groups.len()) {
+        while self.tickets.len() < p.parallel.groups.len() {
             self.tickets.push(AtomicUsize::new(0));
         }
     }
@@ -196,8 +193,8 @@ impl<'p, 'b> Run<'p, 'b> {
             && !prof
             && p.threads.may_be_parallel()
             && p.parallel.has_side_by_side();
-        // A run in turn keeps ordered groups apart so the runs before and
-        // after it overlap with everything else.
+        // A run in turn keeps its ordered groups apart from the groups
+        // before them, which overlap the run before's turn.
         let plan = if turn.is_some() {
             &p.turn
         } else if workers > 1 || beside {

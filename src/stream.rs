@@ -70,8 +70,8 @@
 //! runs any groups after it. (Cutting where the span ends as well, as the
 //! parallel plan does, would let the next batch's quota overlap this
 //! batch's after-stages, but the extra pass cost gateway-8 more than the
-//! overlap gave: BENCHMARKS.md §8, session 11.) Each cut costs a pass over the chunk
-//! (the chain's type knows where it is cut, so the parts compile as tight
+//! overlap gave: BENCHMARKS.md §8, session 11.) Each cut costs a pass over
+//! the chunk (the chain's type knows where it is cut, so the parts compile as tight
 //! as the whole loop otherwise), and it takes from the processor what the
 //! fused loop gave it: stages bound by a dependency through memory (a
 //! quota's counters, a histogram), which ran in the shadow of the costly
