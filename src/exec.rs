@@ -493,6 +493,27 @@ fn collect_profile(plan: &Plan, workers: &mut [Worker], stopped_before: &[u64], 
     }
 }
 
+/// Which steps of a group [`RunCtx::run_part`] runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    All,
+    /// Those before the group's split: its ordered span.
+    Span,
+    /// Those from its split on.
+    AfterSpan,
+}
+
+/// How many of a run in turn's last rows take a split group in two parts:
+/// a quarter of the batch, at most a chunk. Each part is a pass of its
+/// own, so the tail costs more than it would joined, but the turn is no
+/// longer held by the steps after the span on those rows. gateway-8 in
+/// 4,096-row batches streamed a median 1.415× `run` against 1.380× with
+/// the whole batch joined, sixteen alternations (BENCHMARKS.md §8,
+/// session 12).
+fn tail_rows(len: usize, chunk_rows: usize) -> usize {
+    (len / 4).min(chunk_rows)
+}
+
 /// Chunk `k`'s row range.
 fn chunk_range(k: usize, chunk_rows: usize, len: usize) -> (usize, usize) {
     let start = k * chunk_rows;
@@ -518,24 +539,38 @@ impl RunCtx<'_> {
     /// the after-stages of a group that every earlier step stops rows deeper
     /// than. `live` carries the chunk's live rows from group to group, when
     /// known.
-    fn run_group(
+    fn run_group(&self, gi: usize, w: &mut Worker, arena: &Bump, chunk: (usize, usize), live: &mut LiveRows) {
+        self.run_part(gi, Part::All, w, arena, chunk, live);
+    }
+
+    /// Runs a part of group `gi` on one chunk: all of it, or one side of
+    /// its [`Split`](crate::plan::Split) (the whole group when it has none).
+    fn run_part(
         &self,
         gi: usize,
+        part: Part,
         w: &mut Worker,
         arena: &Bump,
         (start, len): (usize, usize),
         live: &mut LiveRows,
     ) {
         let (p, g) = (self.p, &self.plan.groups[gi]);
+        let (slots, afters_reach_all) = match (part, &g.split) {
+            (Part::All, _) | (_, None) => (g.slots.clone(), g.afters_reach_all),
+            (Part::Span, Some(s)) => (g.slots.start..s.slot, s.afters_reach_all[0]),
+            (Part::AfterSpan, Some(s)) => (s.slot..g.slots.end, s.afters_reach_all[1]),
+        };
         let t = self.prof.then(Instant::now);
-        if gi == 0 && self.all_live {
+        // The plan's first steps see the rows as the run began.
+        let first = gi == 0 && part != Part::AfterSpan;
+        if first && self.all_live {
             *live = LiveRows::known(len);
         }
         let mut run = ChunkRun {
             table: self.table,
             start,
             len,
-            fresh: self.all_live && (gi == 0 || g.afters_reach_all),
+            fresh: self.all_live && (first || afters_reach_all),
             live: *live,
             depth_base: p.bases[g.unit],
             sel: &mut w.sel,
@@ -545,7 +580,7 @@ impl RunCtx<'_> {
         };
         // SAFETY: a worker's locals are made by `Scratch::grow`, one per unit
         // in unit order, each by its unit's `new_local`.
-        unsafe { p.units[g.unit].run(g.slots.clone(), &mut *w.locals[g.unit], &mut run, &p.names[g.unit]) };
+        unsafe { p.units[g.unit].run(slots, &mut *w.locals[g.unit], &mut run, &p.names[g.unit]) };
         *live = run.live;
         if let Some(t) = t {
             w.group_time[gi] += t.elapsed();
@@ -664,8 +699,9 @@ impl RunCtx<'_> {
     /// in cache across every group of the segment. In turn, in three phases
     /// over the chunks: the groups before the ordered span; the span, each
     /// ordered group waiting for the run before to leave it before its
-    /// first chunk and letting the run after in after its last; the groups
-    /// after the span.
+    /// first chunk and letting the run after in after its last (a split
+    /// group lets it in after the span of its last rows, see [`tail_rows`]);
+    /// the groups after the span.
     fn run_serial(&self, seg: &Segment, w: &mut Worker, arena: &Bump) -> usize {
         let len = self.table.len;
         let chunk_rows = if seg.barrier { len.max(1) } else { self.plan.chunk_rows };
@@ -706,8 +742,15 @@ impl RunCtx<'_> {
         for k in 0..n {
             self.run_groups(seg.groups.start..first, w, arena, chunk_range(k, chunk_rows, len));
         }
-        for k in 0..n {
-            let chunk = chunk_range(k, chunk_rows, len);
+        // When the span's last group goes on past the span, the run's last
+        // rows take it in two parts, with the turn passed on between them:
+        // the run after then waits for this run's span, not for the steps
+        // after it on these rows.
+        let tail = if self.plan.groups[last].split.is_some() { tail_rows(len, chunk_rows) } else { 0 };
+        let head = len - tail;
+        let head_chunks = head.div_ceil(chunk_rows);
+        for k in 0..head_chunks {
+            let chunk = chunk_range(k, chunk_rows, head);
             let mut live = LiveRows::UNKNOWN;
             for gi in first..=last {
                 let ordered = turn(gi);
@@ -715,10 +758,27 @@ impl RunCtx<'_> {
                     t.turns.wait(gi, t.index);
                 }
                 self.run_group(gi, w, arena, chunk, &mut live);
-                if let Some(t) = ordered.filter(|_| k + 1 == n) {
+                if let Some(t) = ordered.filter(|_| k + 1 == head_chunks && tail == 0) {
                     t.turns.pass(gi, t.index);
                 }
             }
+        }
+        if tail > 0 {
+            // The head is three quarters of the rows: its first chunk took
+            // every turn above.
+            let chunk = (head, tail);
+            let mut live = LiveRows::UNKNOWN;
+            for gi in first..last {
+                self.run_group(gi, w, arena, chunk, &mut live);
+                if let Some(t) = turn(gi) {
+                    t.turns.pass(gi, t.index);
+                }
+            }
+            self.run_part(last, Part::Span, w, arena, chunk, &mut live);
+            if let Some(t) = turn(last) {
+                t.turns.pass(last, t.index);
+            }
+            self.run_part(last, Part::AfterSpan, w, arena, chunk, &mut live);
         }
         // The groups after the span run once its turns are passed on, so the
         // run after overlaps them instead of waiting for them.

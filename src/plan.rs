@@ -43,12 +43,26 @@ pub struct Group {
     /// deeper than all of them: in a run whose rows all came in live, every
     /// row reaches them (their walk needs no look at a row's stop).
     pub(crate) afters_reach_all: bool,
+    /// In the plan for runs in turn, a group that joins its unit's ordered
+    /// span with the steps after it: where the span ends. A run in turn
+    /// walks its last rows in two parts, passing the turn on between them.
+    pub(crate) split: Option<Split>,
     /// Runs side by side with the group before it, on a second thread, when
     /// a batch is one chunk (parallel plan only): a lone
     /// [`side_by_side`](crate::stage::RowFn::side_by_side) before-stage
     /// sharing no written field with that group, whose stops on the rows
     /// that group stops are undone.
     pub beside: bool,
+}
+
+/// Where a group of the plan for runs in turn can be cut: the first slot
+/// after its ordered span, and whether the after-stages of each part (the
+/// span, then the steps after it) see every row that comes in live (as
+/// [`Group`]'s `afters_reach_all`, for the part alone).
+#[derive(Clone, Debug)]
+pub(crate) struct Split {
+    pub slot: usize,
+    pub afters_reach_all: [bool; 2],
 }
 
 /// Groups that run chunk by chunk together; segments are separated by
@@ -111,7 +125,9 @@ pub(crate) enum Layout {
     /// parallel cut this saves a pass per chunk but holds the turn longer;
     /// on gateway-8 in 4,096-row batches it streamed 1.21–1.53× `run`
     /// (median 1.375×) against 1.08–1.40× (1.315×), eight alternations
-    /// (BENCHMARKS.md §8, session 11).
+    /// (BENCHMARKS.md §8, session 11). The joined group records where the
+    /// span ends ([`Split`]), so a run can pass the turn on before the
+    /// steps after the span on its last rows.
     InTurn,
 }
 
@@ -201,6 +217,7 @@ impl Plan {
                     fused: false,
                     ordered,
                     afters_reach_all: false,
+                    split: None,
                     beside: false,
                 });
             }
@@ -213,10 +230,24 @@ impl Plan {
         }
 
         // A step stops rows (rejects or fails them) at its own depth only.
+        let afters_reach_all = |part: Range<usize>| {
+            let earlier = steps[..part.start].iter().map(|s| s.depth).min().unwrap_or(usize::MAX);
+            let afters = steps[part].iter().filter(|s| s.after).map(|s| s.depth).max();
+            afters.is_some_and(|deepest| deepest < earlier)
+        };
         for g in &mut groups {
-            let earlier = steps[..g.steps.start].iter().map(|s| s.depth).min().unwrap_or(usize::MAX);
-            let afters = steps[g.steps.clone()].iter().filter(|s| s.after).map(|s| s.depth).max();
-            g.afters_reach_all = afters.is_some_and(|deepest| deepest < earlier);
+            g.afters_reach_all = afters_reach_all(g.steps.clone());
+            let span_end = ordered_span[g.unit].1 + 1;
+            let step = g.steps.clone().find(|&i| steps[i].slot >= span_end);
+            if let (true, true, Some(step)) = (joined, g.ordered, step.filter(|&i| i > g.steps.start)) {
+                g.split = Some(Split {
+                    slot: steps[step].slot,
+                    afters_reach_all: [
+                        afters_reach_all(g.steps.start..step),
+                        afters_reach_all(step..g.steps.end),
+                    ],
+                });
+            }
         }
 
         if parallel {

@@ -66,13 +66,16 @@
 //! Running in turn runs the plan for runs in turn, which cuts a fused loop
 //! where its ordered span begins (for gateway-8: before the quota stage);
 //! the span and the steps after it are one loop, which takes the turns. A
-//! run passes the turns on after its last chunk has left that loop, then
-//! runs any groups after it. (Cutting where the span ends as well, as the
-//! parallel plan does, would let the next batch's quota overlap this
-//! batch's after-stages, but the extra pass cost gateway-8 more than the
-//! overlap gave: BENCHMARKS.md §8, session 11.) Each cut costs a pass over
-//! the chunk (the chain's type knows where it is cut, so the parts compile as tight
-//! as the whole loop otherwise), and it takes from the processor what the
+//! run walks its last quarter of rows (at most a chunk) through that loop
+//! in two passes, the span and then the steps after it, and passes the
+//! turns on between them, so the next batch's span overlaps those rows'
+//! after-steps; then it runs any groups after the loop. (Cutting where the
+//! span ends on every row, as the parallel plan does, would let the next
+//! batch's quota overlap all of this batch's after-stages, but the extra
+//! pass cost gateway-8 more than the overlap gave: BENCHMARKS.md §8,
+//! session 11.) Each cut costs a pass over the chunk (the chain's type
+//! knows where it is cut, so the parts compile as tight as the whole loop
+//! otherwise), and it takes from the processor what the
 //! fused loop gave it: stages bound by a dependency through memory (a
 //! quota's counters, a histogram), which ran in the shadow of the costly
 //! stages of the same loop, run alone. gateway-8 cut that way costs 1.5×
