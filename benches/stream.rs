@@ -14,6 +14,8 @@
 //!   settings: one worker per core, each running its batch on its own
 //!   thread, the quota stage's group taking the batches in turn (see
 //!   `mware::stream`'s "Pipelining"), 32 batches in flight at most;
+//! - `stream_pinned`: the same with each worker pinned to a core of its own
+//!   (`StreamBuilder::pin_workers`);
 //! - `stream_cap8`: the same with 8 batches in flight at most (the default
 //!   before session 9), which leaves the workers less slack while the
 //!   producer and the consumer are slow to run;
@@ -100,6 +102,7 @@ fn through_stream(
     if let Some(n) = variant.capacity {
         builder = builder.capacity(n);
     }
+    builder = builder.pin_workers(variant.pinned);
     let runner = builder.build().unwrap();
     let mut consumer = runner.consumer().unwrap();
     let n = input.len();
@@ -157,14 +160,16 @@ struct Variant {
     suffix: &'static str,
     workers: Option<usize>,
     capacity: Option<usize>,
+    pinned: bool,
 }
 
 /// The stream variants of a composition.
 fn stream_variants(boxed: bool) -> &'static [Variant] {
-    const DEFAULT: Variant = Variant { suffix: "", workers: None, capacity: None };
-    const CAP8: Variant = Variant { suffix: "_cap8", workers: None, capacity: Some(8) };
-    const ONE_WORKER: Variant = Variant { suffix: "_1w", workers: Some(1), capacity: None };
-    if boxed { &[DEFAULT] } else { &[DEFAULT, CAP8, ONE_WORKER] }
+    const DEFAULT: Variant = Variant { suffix: "", workers: None, capacity: None, pinned: false };
+    const PINNED: Variant = Variant { suffix: "_pinned", pinned: true, ..DEFAULT };
+    const CAP8: Variant = Variant { suffix: "_cap8", capacity: Some(8), ..DEFAULT };
+    const ONE_WORKER: Variant = Variant { suffix: "_1w", workers: Some(1), ..DEFAULT };
+    if boxed { &[DEFAULT] } else { &[DEFAULT, PINNED, CAP8, ONE_WORKER] }
 }
 
 fn bench(c: &mut Criterion) {

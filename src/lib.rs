@@ -54,6 +54,7 @@
 
 mod access;
 mod adapt;
+mod affinity;
 #[cfg(feature = "async")]
 pub mod aio;
 #[cfg(feature = "arrow")]

@@ -134,6 +134,7 @@ pub struct StreamBuilder {
     delivery: Delivery,
     pool: Option<usize>,
     batch_rows: usize,
+    pin_workers: bool,
 }
 
 impl StreamBuilder {
@@ -181,6 +182,40 @@ impl StreamBuilder {
         self
     }
 
+    /// Pins worker `i` to the `i`-th CPU the building thread may run on
+    /// (round robin when there are more workers than CPUs); default off.
+    /// Linux only: elsewhere [`build`](StreamBuilder::build) returns an
+    /// error when it is on, as it does when the system refuses a pin.
+    ///
+    /// Runs in turn wait for each other, so two workers that the system
+    /// leaves on one core, while the other core runs the producer and the
+    /// consumer, run the stream at half speed or worse, and it does not
+    /// move them apart: threads busy without a break look too costly to
+    /// migrate. On two cores, gateway-8 in 1,024-row batches streamed 2.5×
+    /// slower than usual in 8 of 14 unpinned runs and in none of 14 pinned
+    /// ones (BENCHMARKS.md §8, session 12). Pinned workers cannot flee a
+    /// core that other work of the process or the machine keeps busy, and
+    /// a thread a stage starts on a worker inherits its CPU (`build` starts
+    /// rayon's global pool first, so that it is not one of them).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use mware::prelude::*;
+    /// # use mware::stream::StreamRunner;
+    /// # let mut s = SchemaBuilder::new();
+    /// # let x = s.hot::<u64>("x");
+    /// # let schema = s.build()?;
+    /// # let double = stage::parallel("double", Write(x), |x: &mut u64, _: &mut RowCtl| *x *= 2);
+    /// # let pipeline = Arc::new(Pipeline::builder(&schema).before(double).build()?);
+    /// let pinned = StreamRunner::builder(pipeline).pin_workers(true).build();
+    /// assert_eq!(pinned.is_ok(), cfg!(target_os = "linux"));
+    /// # Ok::<(), mware::Error>(())
+    /// ```
+    pub fn pin_workers(mut self, on: bool) -> Self {
+        self.pin_workers = on;
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<StreamRunner> {
         if self.capacity == 0 {
@@ -219,26 +254,15 @@ impl StreamBuilder {
             stats: Counters::default(),
             profile: Mutex::new(RunReport::default()),
         });
-        let mut handles = Vec::with_capacity(workers);
-        // Each worker says when it runs: `build` returns with every thread
-        // started, so a thread's own start-up (which allocates) never lands
-        // in the runner's steady state.
-        let (started_tx, started_rx) = crossbeam::channel::bounded(workers);
-        for i in 0..workers {
-            let (shared, jobs, done) = (shared.clone(), jobs_rx.clone(), done_tx.clone());
-            let started = started_tx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("mware-stream-{i}"))
-                .spawn(move || {
-                    let _ = started.send(());
-                    worker(&shared, &jobs, &done)
-                })
-                .map_err(|e| Error::Config(format!("cannot start a stream worker: {e}")))?;
-            handles.push(handle);
-        }
-        for _ in 0..workers {
-            let _ = started_rx.recv();
-        }
+        let cpus = if self.pin_workers {
+            // A pool started lazily from a pinned worker would inherit its
+            // one CPU: start the global one from here.
+            rayon::current_num_threads();
+            let cpus = crate::affinity::allowed_cpus();
+            Some(cpus.map_err(|e| Error::Config(format!("cannot pin stream workers: {e}")))?)
+        } else {
+            None
+        };
         let consumer = Consumer {
             rx: done_rx,
             delivery: self.delivery,
@@ -246,13 +270,42 @@ impl StreamBuilder {
             pending: VecDeque::with_capacity(self.capacity),
             shared: shared.clone(),
         };
-        Ok(StreamRunner {
+        // Made before the workers start: should one fail to start, dropping
+        // the runner shuts down those that did.
+        let mut runner = StreamRunner {
             producer: Producer { shared: shared.clone() },
             consumer: Mutex::new(Some(consumer)),
             shared,
-            handles,
+            handles: Vec::with_capacity(workers),
             ordered,
-        })
+        };
+        // Each worker says when it runs: `build` returns with every thread
+        // started, so a thread's own start-up (which allocates) never lands
+        // in the runner's steady state.
+        let (started_tx, started_rx) = crossbeam::channel::bounded(workers);
+        for i in 0..workers {
+            let (shared, jobs, done) = (runner.shared.clone(), jobs_rx.clone(), done_tx.clone());
+            let started = started_tx.clone();
+            let cpu = cpus.as_ref().map(|cpus| cpus[i % cpus.len()]);
+            let handle = std::thread::Builder::new()
+                .name(format!("mware-stream-{i}"))
+                .spawn(move || {
+                    let pinned = cpu.map_or(Ok(()), |cpu| {
+                        crate::affinity::pin_current_thread(cpu)
+                            .map_err(|e| format!("cannot pin stream worker {i} to CPU {cpu}: {e}"))
+                    });
+                    let _ = started.send(pinned);
+                    worker(&shared, &jobs, &done)
+                })
+                .map_err(|e| Error::Config(format!("cannot start a stream worker: {e}")))?;
+            runner.handles.push(handle);
+        }
+        for _ in 0..workers {
+            if let Ok(Err(message)) = started_rx.recv() {
+                return Err(Error::Config(message));
+            }
+        }
+        Ok(runner)
     }
 }
 
@@ -333,6 +386,7 @@ impl StreamRunner {
             delivery: Delivery::Ordered,
             pool: None,
             batch_rows: 0,
+            pin_workers: false,
         }
     }
 

@@ -282,11 +282,19 @@ fn gateway_checksum_matches_single_threaded_for_any_producers() {
         hand_fused(&mut hand, &mut state);
         let expected = Checksum::of_columns(&hand, &state);
         let (schema, fields) = Fields::schema();
-        for (producers, batch_rows, workers) in [(1, 4_096, 1), (3, 1_000, 2), (2, 7_777, 3), (4, 60_000, 1)]
-        {
+        // Pinned workers too, where they can be (Linux).
+        let pin = cfg!(target_os = "linux");
+        for (producers, batch_rows, workers, pin) in [
+            (1, 4_096, 1, false),
+            (3, 1_000, 2, false),
+            (2, 7_777, 3, pin),
+            (4, 60_000, 1, false),
+            (2, 1_024, 2, pin),
+        ] {
             let gw = GatewayPipeline::build(&fields, &schema, rows, Composition::Static, |b| b).unwrap();
             let GatewayPipeline { pipeline, metrics, .. } = gw;
-            let runner = StreamRunner::builder(pipeline).workers(workers).capacity(6).build().unwrap();
+            let builder = StreamRunner::builder(pipeline).workers(workers).capacity(6).pin_workers(pin);
+            let runner = builder.build().unwrap();
             let batches = rows.div_ceil(batch_rows);
             let threads: Vec<_> = (0..producers)
                 .map(|_| {
@@ -318,8 +326,64 @@ fn gateway_checksum_matches_single_threaded_for_any_producers() {
             runner.close();
             assert!(consumer.recv().is_none());
             sum.set_metrics(&metrics.lock());
-            assert_eq!(sum, expected, "producers={producers} batch={batch_rows} workers={workers}");
+            assert_eq!(sum, expected, "producers={producers} batch={batch_rows} workers={workers} pin={pin}");
         }
+    });
+}
+
+/// The CPUs a thread of this process may run on, from `/proc` (Linux).
+#[cfg(target_os = "linux")]
+fn cpus_allowed(task: &str) -> Vec<usize> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{task}/status")).unwrap();
+    let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim();
+    list.split(',')
+        .flat_map(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()
+        })
+        .collect()
+}
+
+/// Pinned workers run on one CPU each, in turn over the CPUs the building
+/// thread may use; closing the runner joins them.
+#[cfg(target_os = "linux")]
+#[test]
+fn pinned_workers_run_on_one_cpu_each() {
+    bounded(Duration::from_secs(60), || {
+        let me = std::fs::read_link("/proc/thread-self").unwrap();
+        let cpus = cpus_allowed(&me.file_name().unwrap().to_string_lossy());
+        let workers = cpus.len() + 1;
+        let (schema, f) = probe_schema();
+        let pipeline = probe_pipeline(&schema, f, 0, 64, 1);
+        let tasks = || -> BTreeSet<String> {
+            let dir = std::fs::read_dir("/proc/self/task").unwrap();
+            dir.map(|t| t.unwrap().file_name().into_string().unwrap()).collect()
+        };
+        // Threads started from a worker (rayon's global pool, when an
+        // earlier test's worker started it) inherit the worker's name: only
+        // the threads `build` started count.
+        let before = tasks();
+        let runner = StreamRunner::builder(pipeline).workers(workers).pin_workers(true).build().unwrap();
+        let started = tasks();
+        let worker_cpus = |i: usize| {
+            let name = format!("mware-stream-{i}");
+            let comm = |t: &String| std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).unwrap();
+            let task = started.difference(&before).find(|t| comm(t).trim() == name);
+            cpus_allowed(task.unwrap_or_else(|| panic!("no thread {name}")))
+        };
+        for i in 0..workers {
+            assert_eq!(worker_cpus(i), vec![cpus[i % cpus.len()]], "worker {i}");
+        }
+        let producer = runner.producer();
+        let mut consumer = runner.consumer().unwrap();
+        for k in 0..20u64 {
+            let mut batch = producer.batch();
+            batch.resize(100);
+            batch.column_mut(f.id).unwrap().fill(k);
+            producer.submit(batch).unwrap();
+            assert_eq!(consumer.recv().unwrap().seq, k);
+        }
+        assert_eq!(runner.close().delivered, 20);
     });
 }
 
