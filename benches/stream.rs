@@ -28,7 +28,8 @@
 //! After criterion's group it prints a *paired* comparison that stays
 //! readable on a busy machine: passes of `run` and of the stream variants
 //! alternate in rounds, and the median per-round speed-up is reported
-//! (`cargo bench --bench stream -- paired` runs only that).
+//! (`cargo bench --bench stream -- paired` runs only that; other batch
+//! sizes with `STREAM_BATCHES=1024,4096`).
 //!
 //! Then two reports of what bounds the stream: `bounds` (the stream's run
 //! in turn, and two serial runs at once, against `run`) and `hand` (the
@@ -198,6 +199,15 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// The batch sizes of the `paired` report: 4,096 and 65,536 rows, or those
+/// listed in `STREAM_BATCHES` (`STREAM_BATCHES=1024,4096`).
+fn paired_batches() -> Vec<usize> {
+    match std::env::var("STREAM_BATCHES") {
+        Ok(list) => list.split(',').map(|n| n.trim().parse().expect("STREAM_BATCHES: row counts")).collect(),
+        Err(_) => vec![4_096, 65_536],
+    }
+}
+
 /// `run` and the stream variants in alternating passes; prints median
 /// ms per 2^20 rows and the median per-round speed-up over `run`, then
 /// where the stream workers' time went per batch (medians over the rounds,
@@ -205,7 +215,7 @@ fn bench(c: &mut Criterion) {
 fn paired(rounds: usize) {
     let (schema, fields) = Fields::schema();
     println!("paired, {rounds} rounds (ms per {ROWS} rows; speed-up over run in the same round):");
-    for batch in [4_096, 65_536] {
+    for batch in paired_batches() {
         let mut input = batches(&fields, &schema, batch);
         for (suffix, composition) in [("", Composition::Static), ("_boxed", Composition::Boxed)] {
             let gw = Gw::build(&fields, &schema, composition);
