@@ -3,8 +3,11 @@
 //! the processed batches in order and keeps the checksum.
 //!
 //! ```text
-//! cargo run --release --example stream -- [--rows N] [--batch N] [--threads N] [--seed S] [--repeat K] [--producers P]
+//! cargo run --release --example stream -- [--rows N] [--batch N] [--threads N] [--seed S] [--repeat K] [--producers P] [--pin]
 //! ```
+//!
+//! `--pin` pins each stream worker to a core of its own
+//! (`StreamBuilder::pin_workers`, Linux).
 //!
 //! Producers reserve a sequence number first and fill batch `k` with rows
 //! `k·B .. (k+1)·B`, so the quota stage sees the input in order and the
@@ -29,8 +32,8 @@ use mware::stream::StreamRunner;
 use mware::{Batch, Pipeline};
 
 fn main() -> ExitCode {
-    let extra = " [--producers P]";
-    let args = match Args::parse(std::env::args().skip(1), &["--producers"], &[]) {
+    let extra = " [--producers P] [--pin]";
+    let args = match Args::parse(std::env::args().skip(1), &["--producers"], &["--pin"]) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("stream: {e}\n{}", Args::usage("stream", extra));
@@ -131,6 +134,7 @@ fn run(args: &Args, producers: usize) -> mware::Result<()> {
         let runner = StreamRunner::builder(pipeline.clone())
             .capacity((2 * producers + 4).max(32))
             .batch_rows(batch_rows)
+            .pin_workers(args.switch("--pin"))
             .build()?;
         let mut consumer = runner.consumer().expect("first consumer");
         let in_order = runner.in_order();
