@@ -42,6 +42,9 @@
 //!   time: running batches (`busy`, and the part of it spent waiting for
 //!   the batch before to leave an ordered stage, `turn_wait`), handing
 //!   results to the consumer (`delivering`) and waiting for work (`idle`).
+//! * **Cores.** Workers in turn wait for each other, so two of them left on
+//!   one core run the stream at half speed or worse; on Linux
+//!   [`pin_workers`](StreamBuilder::pin_workers) gives each its own core.
 //! * **Shutdown.** [`StreamRunner::close`] (or dropping the runner) stops
 //!   accepting, runs every accepted batch, delivers it and joins the
 //!   workers; producers waiting for room get [`SubmitError::Closed`] back
