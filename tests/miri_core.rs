@@ -1,7 +1,8 @@
 //! A small suite that walks every unsafe path (column pointers, fused rows,
 //! unwind traps, chunk slices, cold tables, shared columns, parallel
-//! workers, pinned fields, side by side pairs) on tiny batches, so it runs
-//! under Miri: `cargo +nightly miri test --test miri_core`. The cases with
+//! workers, pinned fields, side by side pairs, a stream's runs in turn) on
+//! tiny batches, so it runs under Miri: `cargo +nightly miri test --test
+//! miri_core`. The cases with
 //! two threads need Tree Borrows (rayon's crossbeam-epoch trips Stacked
 //! Borrows): `MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-ignore-leaks"
 //! MWARE_MIRI_THREADS=1 cargo +nightly miri test --test miri_core`.
@@ -279,4 +280,35 @@ fn side_by_side_pair_matches_one_after_the_other() {
     assert_eq!(a.column(f.out).unwrap(), b.column(f.out).unwrap());
     assert_eq!(a.states(), b.states());
     assert_eq!(b.error(4).map(|e| e.stage.to_string()).as_deref(), Some("gate"));
+}
+
+/// A stream's runs in turn (two workers, a batch each; the chain's ordered
+/// span taken in turn, its last rows in two passes with the turn passed
+/// between them) give every batch what one run gives it.
+#[test]
+fn runs_in_turn_match_one_run() {
+    use mware::stream::StreamRunner;
+    let (schema, f) = schema();
+    let p = Arc::new(pipeline(&schema, &f, 1));
+    let view = |b: &Batch| {
+        let out = b.column(f.out).unwrap().to_vec();
+        (out, (0..b.len()).map(|i| b.outcome(i)).collect::<Vec<_>>())
+    };
+    let mut alone = Batch::new(&schema);
+    fill(&f, &mut alone, 10);
+    p.run(&mut alone).unwrap();
+    let expected = view(&alone);
+    let runner = StreamRunner::builder(p).workers(2).capacity(4).build().unwrap();
+    let (producer, mut consumer) = (runner.producer(), runner.consumer().unwrap());
+    for _ in 0..4 {
+        let mut batch = producer.batch();
+        fill(&f, &mut batch, 10);
+        producer.submit(batch).unwrap();
+    }
+    for k in 0..4 {
+        let done = consumer.recv().unwrap();
+        assert_eq!(done.seq, k);
+        assert_eq!(view(done.batch()), expected, "batch {k}");
+    }
+    assert_eq!(runner.close().delivered, 4);
 }
