@@ -264,7 +264,9 @@ fn paired(rounds: usize) {
 /// (the parallel plan, cut around the quota stage: a stream submitted one
 /// batch at a time, its `busy` time per batch), and two serial runs at once
 /// on two threads (two pipelines over the two halves of the input), which
-/// shows what two workers deliver. Compare those with `run` over the whole
+/// shows what two workers deliver with nothing to order: a ceiling for the
+/// stream, which is timed in the same rounds (pinned, as `stream_pinned`).
+/// Compare those with `run` over the whole
 /// input, which the stream is compared with: one thread over one half
 /// alone (also printed) has run faster per batch than over the whole, so
 /// it is not the reference.
@@ -278,6 +280,8 @@ fn bounds(rounds: usize) {
         let n = input.len() as f64;
         let per_batch = |d: Duration, batches: f64| d.as_secs_f64() * 1e6 / batches;
         let (mut alone, mut in_turn, mut half, mut halves) = (vec![], vec![], vec![], vec![]);
+        let pinned = *stream_variants(false).iter().find(|v| v.pinned).expect("a pinned variant");
+        let (mut stream, mut stream_over_run, mut stream_over_two) = (vec![], vec![], vec![]);
         for _ in 0..rounds {
             alone.push(per_batch(time_run(&gw, &fields, &mut input), n));
             gw.reset();
@@ -296,15 +300,23 @@ fn bounds(rounds: usize) {
                 let y = s.spawn(|| time_run(&other, &fields, b));
                 (time_run(&gw, &fields, a), y.join().unwrap())
             });
-            halves.push((per_batch(x, a.len() as f64) + per_batch(y, b.len() as f64)) / 2.0);
+            let two = (per_batch(x, a.len() as f64) + per_batch(y, b.len() as f64)) / 2.0;
+            halves.push(two);
+            let s = per_batch(time_stream(&gw, &fields, &mut input, pinned).0, n);
+            stream.push(s);
+            stream_over_run.push(alone.last().expect("pushed above") / s);
+            stream_over_two.push(two / 2.0 / s);
         }
         let (alone, in_turn) = (median(alone), median(in_turn));
         let (half, halves) = (median(half), median(halves));
         println!(
-            "  {batch:>6}  run {alone:.1}  in turn {in_turn:.1} ({:.2}x)  |  each of two at once on half the input {halves:.1} ({:.2}x run; one half alone {half:.1}, {:.2}x)",
+            "  {batch:>6}  run {alone:.1}  in turn {in_turn:.1} ({:.2}x)  |  each of two at once on half the input {halves:.1} ({:.2}x run; one half alone {half:.1}, {:.2}x)  |  stream, pinned, {:.1} per batch delivered ({:.2}x run's throughput, {:.2}x that of the two at once)",
             in_turn / alone,
             halves / alone,
-            halves / half
+            halves / half,
+            median(stream),
+            median(stream_over_run),
+            median(stream_over_two)
         );
     }
 }
