@@ -345,7 +345,7 @@ fn cpus_allowed(task: &str) -> Vec<usize> {
 }
 
 /// Pinned workers run on one CPU each, in turn over the CPUs the building
-/// thread may use; closing the runner joins them.
+/// thread may use, and serve as usual.
 #[cfg(target_os = "linux")]
 #[test]
 fn pinned_workers_run_on_one_cpu_each() {
