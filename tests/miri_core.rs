@@ -3,9 +3,8 @@
 //! workers, pinned fields, side by side pairs, a stream's runs in turn) on
 //! tiny batches, so it runs under Miri: `cargo +nightly miri test --test
 //! miri_core`. The cases with two threads of rayon need Tree Borrows
-//! (rayon's crossbeam-epoch trips Stacked Borrows): `MIRIFLAGS="-Zmiri-
-//! tree-borrows -Zmiri-ignore-leaks" MWARE_MIRI_THREADS=1 cargo +nightly
-//! miri test --test miri_core`.
+//! (rayon's crossbeam-epoch trips Stacked Borrows):
+//! `MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-ignore-leaks" MWARE_MIRI_THREADS=1 cargo +nightly miri test --test miri_core`.
 
 use std::sync::Arc;
 
