@@ -13,7 +13,7 @@
 //! Run a pipeline that holds one with
 //! [`Pipeline::run_async`](crate::Pipeline::run_async) on any executor (the
 //! core needs no runtime); [`Pipeline::run`](crate::Pipeline::run) refuses it
-//! with [`Error::AsyncStage`](crate::Error::AsyncStage).
+//! with [`Error::AsyncStage`].
 //!
 //! **Faults.** A future that returns an error, panics, or outlives its
 //! [`timeout`](Fetch::timeout) fails every row of its chunk that it was
