@@ -210,8 +210,14 @@ impl StreamBuilder {
     /// # let schema = s.build()?;
     /// # let double = stage::parallel("double", Write(x), |x: &mut u64, _: &mut RowCtl| *x *= 2);
     /// # let pipeline = Arc::new(Pipeline::builder(&schema).before(double).build()?);
-    /// let pinned = StreamRunner::builder(pipeline).pin_workers(true).build();
-    /// assert_eq!(pinned.is_ok(), cfg!(target_os = "linux"));
+    /// match StreamRunner::builder(pipeline).pin_workers(true).build() {
+    ///     Ok(runner) => {
+    ///         assert!(cfg!(target_os = "linux"));
+    ///         runner.close();
+    ///     }
+    ///     // Off Linux, or where the system refuses: the error says why.
+    ///     Err(e) => assert!(e.to_string().contains("cannot pin stream worker")),
+    /// }
     /// # Ok::<(), mware::Error>(())
     /// ```
     pub fn pin_workers(mut self, on: bool) -> Self {
