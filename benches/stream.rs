@@ -42,6 +42,7 @@
 //! wakes a sleeping receiver, timed on the sender and until the receiver
 //! runs. Every batch a stream delivers takes at least one such hand-off.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -444,7 +445,7 @@ fn hand_bounds(rounds: usize) {
             cut.iter_mut().for_each(hand_front);
             hand_halves[0].push(us(t.elapsed()));
             let t = Instant::now();
-            cut.iter_mut().for_each(|c| hand_rest(c, &mut used, &mut metrics, g.now_ns));
+            cut.iter_mut().for_each(|c| hand_rest(c, 0..c.len(), &mut used, &mut metrics, g.now_ns));
             hand_halves[1].push(us(t.elapsed()));
             check((used, metrics), &cut);
         }
@@ -569,8 +570,6 @@ fn hand_in_turn(
             hand_front(c);
             times[0] += t.elapsed();
             let n = c.len();
-            let (route, cost, ts) = (&c.route[..n], &c.cost[..n], &c.ts_ns[..n]);
-            let (status, lat) = (&mut c.status[..n], &mut c.latency_ns[..n]);
             let mut spins = 0u32;
             while turn.load(Ordering::Acquire) != k {
                 spins += 1;
@@ -580,21 +579,16 @@ fn hand_in_turn(
             // (2,048 rows for gateway-8 in turn).
             let head = n - (n / 4).min(2_048);
             let t = Instant::now();
-            {
-                let mut used = used.lock().unwrap();
-                for i in 0..head {
-                    let mut st = status[i];
-                    if st == 0 && !quota_ok(&mut used, route[i], cost[i]) {
-                        st = 429;
-                    }
-                    after_quota(st, &mut status[i], (ts[i], route[i], now_ns), &mut lat[i], &mut metrics);
-                }
-                for i in head..n {
-                    if status[i] == 0 && !quota_ok(&mut used, route[i], cost[i]) {
-                        status[i] = 429;
-                    }
+            let mut used = used.lock().unwrap();
+            hand_rest(c, 0..head, &mut used, &mut metrics, now_ns);
+            let (route, cost, ts) = (&c.route[..n], &c.cost[..n], &c.ts_ns[..n]);
+            let (status, lat) = (&mut c.status[..n], &mut c.latency_ns[..n]);
+            for i in head..n {
+                if status[i] == 0 && !quota_ok(&mut used, route[i], cost[i]) {
+                    status[i] = 429;
                 }
             }
+            drop(used);
             turn.store(k + 1, Ordering::Release);
             times[1] += t.elapsed();
             let t = Instant::now();
@@ -640,11 +634,18 @@ fn hand_front(c: &mut Columns) {
     }
 }
 
-/// Stages 5-8 (the quota to metrics) by hand over one batch, in one loop.
-fn hand_rest(c: &mut Columns, used: &mut [u64; ROUTES], metrics: &mut Metrics, now_ns: u64) {
-    let n = c.len();
-    let (route, cost, ts) = (&c.route[..n], &c.cost[..n], &c.ts_ns[..n]);
-    let (status, lat) = (&mut c.status[..n], &mut c.latency_ns[..n]);
+/// Stages 5-8 (the quota to metrics) by hand over `rows` of one batch, in
+/// one loop.
+fn hand_rest(
+    c: &mut Columns,
+    rows: Range<usize>,
+    used: &mut [u64; ROUTES],
+    metrics: &mut Metrics,
+    now_ns: u64,
+) {
+    let n = rows.len();
+    let (route, cost, ts) = (&c.route[rows.clone()], &c.cost[rows.clone()], &c.ts_ns[rows.clone()]);
+    let (status, lat) = (&mut c.status[rows.clone()], &mut c.latency_ns[rows]);
     for i in 0..n {
         let mut st = status[i];
         if st == 0 && !quota_ok(used, route[i], cost[i]) {
@@ -675,7 +676,7 @@ fn hand_pipelined(batches: &mut [Columns], now_ns: u64) -> ([u64; ROUTES], Metri
         let t = Instant::now();
         let (mut used, mut metrics) = ([0u64; ROUTES], Metrics::default());
         for c in rx.iter() {
-            hand_rest(c, &mut used, &mut metrics, now_ns);
+            hand_rest(c, 0..c.len(), &mut used, &mut metrics, now_ns);
         }
         (used, metrics, t.elapsed())
     })
