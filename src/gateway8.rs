@@ -663,8 +663,19 @@ impl GatewayPipeline {
         composition: Composition,
         configure: impl FnOnce(PipelineBuilder) -> PipelineBuilder,
     ) -> crate::Result<GatewayPipeline> {
+        Self::register(f, total_rows, composition, configure(Pipeline::builder(schema)))
+    }
+
+    // Not generic, so the stages and every loop the plans fuse them into
+    // are compiled once, in this crate, rather than again in every crate
+    // that builds gateway-8 with its own `configure` closure.
+    fn register(
+        f: &Fields,
+        total_rows: u64,
+        composition: Composition,
+        builder: PipelineBuilder,
+    ) -> crate::Result<GatewayPipeline> {
         let now = now_ns(total_rows);
-        let builder = configure(Pipeline::builder(schema));
         let (builder, quota_state, metrics_total) = match composition {
             Composition::Pinned => {
                 // Positions as declared in `Fields::schema_with`.
@@ -726,13 +737,23 @@ impl GatewayPipeline {
         total_rows: u64,
         configure: impl Fn(PipelineBuilder) -> PipelineBuilder,
     ) -> crate::Result<(Pipeline, GatewayPipeline)> {
+        let builders = [(); 2].map(|_| configure(Pipeline::builder(schema)));
+        Self::register_halves(f, total_rows, builders)
+    }
+
+    // Not generic, as `register`.
+    fn register_halves(
+        f: &Fields,
+        total_rows: u64,
+        [front, rest]: [PipelineBuilder; 2],
+    ) -> crate::Result<(Pipeline, GatewayPipeline)> {
         let (stages, quota, metrics) = runtime_stages!(f, now_ns(total_rows));
         let Stages { metrics: m, timing, auth, validate, route, enrich, quota: q, handler } = stages;
         // Two empty layers stand for timing's and metrics', so the rows the
         // first half rejects stop at the depths they stop at in the whole
         // chain, where the second half's after-stages see them.
         let outer = |name| stage::parallel(name, (), |_: (), _: &mut RowCtl| {});
-        let front = configure(Pipeline::builder(schema))
+        let front = front
             .chain(crate::chain![
                 after(outer("empty (metrics)")),
                 after(outer("empty (timing)")),
@@ -742,9 +763,7 @@ impl GatewayPipeline {
                 before(enrich),
             ])
             .build()?;
-        let rest = configure(Pipeline::builder(schema))
-            .chain(crate::chain![after(m), after(timing), before(q), before(handler)])
-            .build()?;
+        let rest = rest.chain(crate::chain![after(m), after(timing), before(q), before(handler)]).build()?;
         Ok((front, GatewayPipeline { pipeline: rest, quota, metrics }))
     }
 

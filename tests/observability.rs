@@ -341,7 +341,13 @@ fn build(
     layers: &[LayerSpec],
     configure: impl FnOnce(PipelineBuilder) -> PipelineBuilder,
 ) -> (Pipeline, Vec<RefLayer>) {
-    let mut b = configure(Pipeline::builder(schema)).profile(true);
+    register(configure(Pipeline::builder(schema)), x, layers)
+}
+
+/// `build`'s body, not generic: compiled once rather than once per caller's
+/// closure (every stage kind in every place makes it long to compile).
+fn register(b: PipelineBuilder, x: Field<u64>, layers: &[LayerSpec]) -> (Pipeline, Vec<RefLayer>) {
+    let mut b = b.profile(true);
     let mut refs = Vec::new();
     let r = |name: &str, spec: &Spec| Some(RefStage { name: name.to_string(), spec: spec.clone() });
     for (l, layer) in layers.iter().enumerate() {

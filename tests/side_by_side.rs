@@ -57,12 +57,9 @@ fn mix(v: u64) -> u64 {
 /// `respond` sets a status on rows it leaves live), then `score`, marked
 /// side by side (writes `z` from `y`, rejects, fails, panics), then `total`,
 /// which reads what both wrote.
-fn pipeline(
-    schema: &Schema,
-    f: &Fields,
-    respond: bool,
-    configure: impl FnOnce(PipelineBuilder) -> PipelineBuilder,
-) -> Pipeline {
+/// Registered on `b` (not generic over a closure that configures it, so
+/// the stages compile once).
+fn pipeline(b: PipelineBuilder, f: &Fields, respond: bool) -> Pipeline {
     let open = stage::parallel("open", Read(f.x), |x: &u32, ctl: &mut RowCtl| {
         if x % 13 == 0 {
             ctl.reject(401)
@@ -109,7 +106,7 @@ fn pipeline(
         (Read(f.z), Read(f.w), Write(f.sum)),
         |(z, w, sum): (&u64, &u64, &mut u64), _: &mut RowCtl| *sum = z.wrapping_add(*w),
     );
-    let b = configure(Pipeline::builder(schema)).around(open, close).before(check).before(score);
+    let b = b.around(open, close).before(check).before(score);
     b.before(total).build().expect("valid pipeline")
 }
 
@@ -154,8 +151,8 @@ fn a_pair_gives_the_results_of_running_one_after_the_other() {
     quiet_panics();
     let (schema, f) = schema();
     for respond in [false, true] {
-        let one = pipeline(&schema, &f, respond, |b| b.threads(1));
-        let two = pipeline(&schema, &f, respond, two_threads);
+        let one = pipeline(Pipeline::builder(&schema).threads(1), &f, respond);
+        let two = pipeline(two_threads(Pipeline::builder(&schema)), &f, respond);
         let text = two.explain();
         assert!(text.contains("side by side with group 1"), "{text}");
         // Up to one chunk of the parallel plan the pair runs side by
@@ -186,7 +183,7 @@ fn a_pair_gives_the_results_of_running_one_after_the_other() {
 fn the_rows_the_earlier_group_stops_keep_their_values() {
     quiet_panics();
     let (schema, f) = schema();
-    let p = pipeline(&schema, &f, false, two_threads);
+    let p = pipeline(two_threads(Pipeline::builder(&schema)), &f, false);
     let mut batch = Batch::new(&schema);
     fill(&mut batch, &f, 500, 7);
     p.run(&mut batch).unwrap();
@@ -300,8 +297,8 @@ fn the_plan_pairs_only_where_the_result_cannot_differ() {
 fn profiling_and_one_thread_run_the_pair_one_after_the_other() {
     quiet_panics();
     let (schema, f) = schema();
-    let one = pipeline(&schema, &f, true, |b| b.threads(1));
-    let profiled = pipeline(&schema, &f, true, two_threads);
+    let one = pipeline(Pipeline::builder(&schema).threads(1), &f, true);
+    let profiled = pipeline(two_threads(Pipeline::builder(&schema)), &f, true);
     profiled.set_profiling(true);
     let (mut a, mut b) = (Batch::new(&schema), Batch::new(&schema));
     fill(&mut a, &f, 300, 3);
