@@ -57,6 +57,7 @@ fn mix(v: u64) -> u64 {
 /// `respond` sets a status on rows it leaves live), then `score`, marked
 /// side by side (writes `z` from `y`, rejects, fails, panics), then `total`,
 /// which reads what both wrote.
+///
 /// Registered on `b` (not generic over a closure that configures it, so
 /// the stages compile once).
 fn pipeline(b: PipelineBuilder, f: &Fields, respond: bool) -> Pipeline {
