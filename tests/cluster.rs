@@ -56,6 +56,11 @@ fn example_binary() -> PathBuf {
     if cfg!(feature = "tracing") {
         features.push("tracing");
     }
+    // Every feature the test itself was built with, so the build reuses
+    // its library instead of compiling another copy (CI's `--all-features`).
+    if cfg!(feature = "async") {
+        features.push("async");
+    }
     // `cargo test` builds examples with the test profile (`--release`: the
     // bench profile); the same profile here keeps every artifact fresh.
     let profile = if profile_dir.ends_with("release") { "bench" } else { "test" };
