@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mware::gateway8::{
-    Columns, Composition, Fields, Gateway, GatewayPipeline, Metrics, ROUTES, after_quota, before_quota,
-    hand_fused, quota_ok,
+    Columns, Composition, Fields, Gateway, GatewayPipeline, Metrics, ROUTES, after_quota, auth_ok,
+    before_quota, enrich_score, hand_fused, payload_ok, quota_ok, route_cost,
 };
 use mware::stream::{StreamRunner, StreamStats};
 use mware::{Batch, Pipeline, StateHandle};
@@ -383,6 +383,7 @@ fn hand_bounds(rounds: usize) {
         let (mut serial_run, mut halves, mut hand_halves) = (vec![], [vec![], vec![]], [vec![], vec![]]);
         let (mut piped, mut piped_over_run) = (vec![], vec![]);
         let (mut scan, mut scan_held) = (vec![], vec![]);
+        let mut other_cuts = [const { [Vec::new(), Vec::new()] }; 2];
         let mut loops = [const { Vec::new() }; 3];
         for _ in 0..rounds {
             let r = us(time_run(&gw, &fields, &mut input));
@@ -425,6 +426,14 @@ fn hand_bounds(rounds: usize) {
             check((used, metrics), &cut);
             scan.push(us(elapsed));
             scan_held.push(us(times[1]));
+            for (j, schedule) in [Schedule::QuotaAlone, Schedule::BeforeEnrich].into_iter().enumerate() {
+                for threads in [1, 2] {
+                    cut.iter_mut().for_each(Columns::reset_outputs);
+                    let (used, metrics, elapsed, _) = hand_in_turn(&mut cut, g.now_ns, threads, schedule);
+                    check((used, metrics), &cut);
+                    other_cuts[j][threads - 1].push(us(elapsed));
+                }
+            }
             cut.iter_mut().for_each(Columns::reset_outputs);
             let (used, metrics, elapsed) = hand_pipelined(&mut cut, g.now_ns);
             check((used, metrics), &cut);
@@ -475,6 +484,14 @@ fn hand_bounds(rounds: usize) {
             "          quota as a prefix sum, two threads: {scan:.1} ({:.2}x the fused loop's throughput; the turn held {scan_held:.2} us per batch, against {:.1} in turn)",
             one / scan,
             quota
+        );
+        let [[alone_one, alone_two], [early_one, early_two]] = other_cuts.map(|t| t.map(median));
+        println!(
+            "          other cuts: the quota alone in turn (three loops), one thread {alone_one:.1} ({:.2}x the fused loop), two threads {alone_two:.1} ({:.2}x its throughput)  |  before enrich, one thread {early_one:.1} ({:.2}x), two threads {early_two:.1} ({:.2}x)",
+            alone_one / one,
+            one / alone_two,
+            early_one / one,
+            one / early_two
         );
         let ([front, rest], [hand_front, hand_rest]) = (halves.map(median), hand_halves.map(median));
         println!(
@@ -576,6 +593,14 @@ enum Schedule {
     /// only a stage that declares its state a prefix sum would allow; it
     /// shows what holding the turn costs.
     Scan,
+    /// Three loops: the stages before the quota, the quota alone in turn,
+    /// the stages after it once the turn is passed (the in-turn schedule
+    /// with every row in its tail).
+    QuotaAlone,
+    /// Cut one stage earlier, before enrich: the loop before the turn runs
+    /// auth, validate and route; enrich, the quota and the stages after it
+    /// run in one loop in turn, over the whole batch.
+    BeforeEnrich,
 }
 
 /// Runs `batches` as `schedule` says, on `threads` (1 or 2) threads;
@@ -601,10 +626,11 @@ fn hand_in_turn(
             let t = Instant::now();
             let mut sums = [0u64; ROUTES];
             match schedule {
-                Schedule::InTurn => hand_front(c, |_, _| {}),
+                Schedule::InTurn | Schedule::QuotaAlone => hand_front(c, |_, _| {}),
                 Schedule::Scan => {
                     hand_front(c, |route, cost| sums[route as usize % ROUTES] += u64::from(cost))
                 }
+                Schedule::BeforeEnrich => hand_front_to_route(c),
             }
             times[0] += t.elapsed();
             let n = c.len();
@@ -626,9 +652,16 @@ fn hand_in_turn(
                 times[2] += t.elapsed();
                 continue;
             }
+            if schedule == Schedule::BeforeEnrich {
+                hand_rest_from_enrich(c, &mut used, &mut metrics, now_ns);
+                drop(used);
+                turn.store(k + 1, Ordering::Release);
+                times[1] += t.elapsed();
+                continue;
+            }
             // As `exec::tail_rows`: a quarter of the rows, at most a chunk
             // (2,048 rows for gateway-8 in turn).
-            let head = n - (n / 4).min(2_048);
+            let head = if schedule == Schedule::QuotaAlone { 0 } else { n - (n / 4).min(2_048) };
             hand_rest(c, 0..head, &mut used, &mut metrics, now_ns);
             let (route, cost, ts) = (&c.route[..n], &c.cost[..n], &c.ts_ns[..n]);
             let (status, lat) = (&mut c.status[..n], &mut c.latency_ns[..n]);
@@ -686,6 +719,41 @@ fn hand_front(c: &mut Columns, mut live: impl FnMut(u16, u32)) {
         if s == 0 {
             live(route[i], c);
         }
+    }
+}
+
+/// Stages 1-3 (auth to route) by hand over one batch.
+fn hand_front_to_route(c: &mut Columns) {
+    let n = c.len();
+    let (uid, tok, pay, route) = (&c.user_id[..n], &c.token[..n], &c.payload_len[..n], &c.route[..n]);
+    let (status, cost) = (&mut c.status[..n], &mut c.cost[..n]);
+    for i in 0..n {
+        if status[i] == 0 && !auth_ok(uid[i], tok[i]) {
+            status[i] = 401;
+        }
+        if status[i] == 0 && !payload_ok(pay[i]) {
+            status[i] = 413;
+        }
+        if status[i] == 0 {
+            cost[i] = route_cost(route[i]);
+        }
+    }
+}
+
+/// Stages 4-8 (enrich to metrics) by hand over one batch, in one loop.
+fn hand_rest_from_enrich(c: &mut Columns, used: &mut [u64; ROUTES], metrics: &mut Metrics, now_ns: u64) {
+    let n = c.len();
+    let (uid, route, cost, ts) = (&c.user_id[..n], &c.route[..n], &c.cost[..n], &c.ts_ns[..n]);
+    let (status, score, lat) = (&mut c.status[..n], &mut c.score[..n], &mut c.latency_ns[..n]);
+    for i in 0..n {
+        let mut st = status[i];
+        if st == 0 {
+            score[i] = enrich_score(uid[i], route[i], cost[i]);
+            if !quota_ok(used, route[i], cost[i]) {
+                st = 429;
+            }
+        }
+        after_quota(st, &mut status[i], (ts[i], route[i], now_ns), &mut lat[i], metrics);
     }
 }
 
