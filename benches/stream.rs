@@ -267,10 +267,14 @@ fn paired(rounds: usize) {
 /// on two threads (two pipelines over the two halves of the input), which
 /// shows what two workers deliver with nothing to order: a ceiling for the
 /// stream, which is timed in the same rounds (pinned, as `stream_pinned`).
-/// Compare those with `run` over the whole
-/// input, which the stream is compared with: one thread over one half
-/// alone (also printed) has run faster per batch than over the whole, so
-/// it is not the reference.
+/// One thread over one half alone (also printed) has run faster per batch
+/// than over the whole, so the two at once are compared with it.
+///
+/// From these, per round, the most two workers in turn can give: `2e/c`
+/// times `run`'s throughput, where `c` is what a batch costs in turn
+/// against `run` (the cut chain's extra work) and `e` the share of a core
+/// each of two runs at once gets (one half alone against each of the two
+/// at once). The stream's speed-up is printed as a share of that bound.
 fn bounds(rounds: usize) {
     let (schema, fields) = Fields::schema();
     println!("bounds, median of {rounds} rounds (us per batch):");
@@ -282,7 +286,7 @@ fn bounds(rounds: usize) {
         let per_batch = |d: Duration, batches: f64| d.as_secs_f64() * 1e6 / batches;
         let (mut alone, mut in_turn, mut half, mut halves) = (vec![], vec![], vec![], vec![]);
         let pinned = *stream_variants(false).iter().find(|v| v.pinned).expect("a pinned variant");
-        let (mut stream, mut stream_over_run, mut stream_over_two) = (vec![], vec![], vec![]);
+        let (mut stream, mut stream_over_run, mut bound, mut of_bound) = (vec![], vec![], vec![], vec![]);
         for _ in 0..rounds {
             alone.push(per_batch(time_run(&gw, &fields, &mut input), n));
             gw.reset();
@@ -305,19 +309,23 @@ fn bounds(rounds: usize) {
             halves.push(two);
             let s = per_batch(time_stream(&gw, &fields, &mut input, pinned).0, n);
             stream.push(s);
-            stream_over_run.push(alone.last().expect("pushed above") / s);
-            stream_over_two.push(two / 2.0 / s);
+            let last = |v: &Vec<f64>| *v.last().expect("pushed above");
+            let over_run = last(&alone) / s;
+            stream_over_run.push(over_run);
+            let (c, e) = (last(&in_turn) / last(&alone), last(&half) / two);
+            bound.push(2.0 * e / c);
+            of_bound.push(over_run * c / (2.0 * e));
         }
         let (alone, in_turn) = (median(alone), median(in_turn));
         let (half, halves) = (median(half), median(halves));
         println!(
-            "  {batch:>6}  run {alone:.1}  in turn {in_turn:.1} ({:.2}x)  |  each of two at once on half the input {halves:.1} ({:.2}x run; one half alone {half:.1}, {:.2}x)  |  stream, pinned, {:.1} per batch delivered ({:.2}x run's throughput, {:.2}x that of the two at once)",
+            "  {batch:>6}  run {alone:.1}  in turn {in_turn:.1} (c = {:.2})  |  each of two at once on half the input {halves:.1} (one half alone {half:.1}: e = {:.2})  |  bound 2e/c {:.2}x run's throughput  |  stream, pinned, {:.1} per batch delivered ({:.2}x run's throughput, {:.2} of the bound)",
             in_turn / alone,
-            halves / alone,
-            halves / half,
+            half / halves,
+            median(bound),
             median(stream),
             median(stream_over_run),
-            median(stream_over_two)
+            median(of_bound)
         );
     }
 }
