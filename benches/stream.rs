@@ -32,8 +32,9 @@
 //! sizes with `STREAM_BATCHES=1024,4096`).
 //!
 //! Then two reports of what bounds the stream: `bounds` (the stream's run
-//! in turn, and two serial runs at once, against `run`) and `hand` (the
-//! stream's schedule, and a pipeline by stage, written by hand over plain
+//! in turn, and two serial runs at once, against `run`, and the bound on
+//! two workers in turn they give) and `hand` (the stream's schedule, other
+//! cuts of the chain, and a pipeline by stage, written by hand over plain
 //! columns, against the hand loop and `run`; `cargo bench --bench stream
 //! -- hand` runs only that).
 //!
@@ -370,9 +371,10 @@ fn wakeup(rounds: u32) {
 /// as the two threads run, on one thread (what cutting the chain costs by
 /// hand), with the time of each part; and against `run` (the `paired`
 /// report's baseline) in the same rounds, the median per-round speed-up.
-/// Then two other schedules on two threads: the quota as a prefix sum,
-/// which holds the turn only to add 64 counters ([`Schedule::Scan`]), and
-/// a pipeline by stage.
+/// Then other schedules: the quota as a prefix sum, which holds the turn
+/// only to add 64 counters ([`Schedule::Scan`]); the chain cut elsewhere,
+/// on one and two threads ([`Schedule::QuotaAlone`],
+/// [`Schedule::BeforeEnrich`]); and a pipeline by stage.
 fn hand_bounds(rounds: usize) {
     let (schema, fields) = Fields::schema();
     println!("hand-written, median of {rounds} rounds (us per batch):");
