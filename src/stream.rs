@@ -81,10 +81,14 @@
 //! otherwise), and it takes from the processor what the
 //! fused loop gave it: stages bound by a dependency through memory (a
 //! quota's counters, a histogram), which ran in the shadow of the costly
-//! stages of the same loop, run alone. gateway-8 cut that way costs 1.5×
-//! its fused loop or more, even written by hand. For a tightly fused chain
-//! in small batches on few cores one worker (`workers(1)`, the whole chain
-//! in one loop) can be as fast. BENCHMARKS.md §8 has both on gateway-8.
+//! stages of the same loop, run alone. gateway-8 cut that way costs
+//! 1.3–1.45× its fused loop even written by hand. So with `c` what a batch
+//! costs a worker in turn against [`Pipeline::run`] and `e` the share of a
+//! core each of two busy workers gets, two workers stream at most `2e/c`
+//! times `run`'s throughput (`cargo bench --bench stream -- bounds`
+//! measures all three). For a tightly fused chain in small batches on few
+//! cores one worker (`workers(1)`, the whole chain in one loop) can be as
+//! fast. BENCHMARKS.md §8 has both on gateway-8.
 //!
 //! A pipeline with async stages ([`stage::fetch`](crate::stage::fetch)) runs
 //! the same way: each worker awaits its batch's futures on its own thread
