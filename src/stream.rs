@@ -82,7 +82,7 @@
 //! fused loop gave it: stages bound by a dependency through memory (a
 //! quota's counters, a histogram), which ran in the shadow of the costly
 //! stages of the same loop, run alone. gateway-8 cut that way costs
-//! 1.3–1.45× its fused loop even written by hand. So with `c` what a batch
+//! 1.25–1.45× its fused loop even written by hand. So with `c` what a batch
 //! costs a worker in turn against [`Pipeline::run`] and `e` the share of a
 //! core each of two busy workers gets, two workers stream at most `2e/c`
 //! times `run`'s throughput (`cargo bench --bench stream -- bounds`
