@@ -35,11 +35,15 @@ use crate::plan::Plan;
 pub(crate) struct Turns {
     /// Per group: the index of the run allowed in.
     next: Box<[AtomicU64]>,
-    lock: Mutex<()>,
+    /// Taken to pass a turn and to sleep waiting for one. It holds the
+    /// wakers a pass is about to wake, kept between passes so that waking
+    /// allocates nothing.
+    lock: Mutex<Vec<Waker>>,
     turned: Condvar,
-    /// Runs awaiting a turn as futures: (group, waker). Locked after `lock`
-    /// when both are taken.
-    wakers: Mutex<Vec<(usize, Waker)>>,
+    /// Runs awaiting a turn as futures: (group, run, waker), one entry per
+    /// run and group however often it is polled. Locked after `lock` when
+    /// both are taken.
+    wakers: Mutex<Vec<(usize, u64, Waker)>>,
     /// (group, run) turns given up ahead of time by dropped runs; passed on
     /// as soon as they come (under `lock`).
     abandoned: Mutex<BTreeSet<(usize, u64)>>,
@@ -64,7 +68,7 @@ impl Turns {
     pub(crate) fn new(plan: &Plan) -> Turns {
         Turns {
             next: plan.groups.iter().map(|_| AtomicU64::new(0)).collect(),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Vec::new()),
             turned: Condvar::new(),
             wakers: Mutex::new(Vec::new()),
             abandoned: Mutex::new(BTreeSet::new()),
@@ -116,7 +120,7 @@ impl Turns {
     pub(crate) fn pass(&self, group: usize, index: u64) {
         // Under the lock, so a waiter between its check and its sleep cannot
         // miss the wake-up.
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut woken = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = index + 1;
         {
             let mut abandoned = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,16 +130,20 @@ impl Turns {
         }
         self.next[group].store(next, Ordering::Release);
         self.turned.notify_all();
-        let woken: Vec<Waker> = {
+        {
+            // Woken after this lock is let go: a waker that polls its
+            // future at once takes it again.
             let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-            if wakers.is_empty() {
-                return;
+            let mut i = 0;
+            while i < wakers.len() {
+                if wakers[i].0 == group {
+                    woken.push(wakers.swap_remove(i).2);
+                } else {
+                    i += 1;
+                }
             }
-            let (mine, rest) = std::mem::take(&mut *wakers).into_iter().partition(|(g, _)| *g == group);
-            *wakers = rest;
-            mine.into_iter().map(|(_, w)| w).collect()
-        };
-        woken.into_iter().for_each(Waker::wake);
+        }
+        woken.drain(..).for_each(Waker::wake);
     }
 
     /// Resolves once run `index` may enter `group`, without blocking the
@@ -195,7 +203,13 @@ impl Future for TurnFuture<'_> {
             drop(wakers);
             return ready(&self);
         }
-        wakers.push((self.group, cx.waker().clone()));
+        // Polled again while waiting (a front door polls every run in
+        // flight when one wakes): the newest waker replaces the last.
+        let (group, index) = (self.group, self.index);
+        match wakers.iter_mut().find(|(g, i, _)| (*g, *i) == (group, index)) {
+            Some((_, _, waker)) => waker.clone_from(cx.waker()),
+            None => wakers.push((group, index, cx.waker().clone())),
+        }
         self.since.get_or_insert_with(Instant::now);
         Poll::Pending
     }
@@ -240,5 +254,49 @@ pub(crate) struct AbandonOnDrop<'t> {
 impl Drop for AbandonOnDrop<'_> {
     fn drop(&mut self) {
         self.turns.abandon(self.plan, self.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+    use crate::prelude::*;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_run_polled_often_while_it_waits_is_woken_once() {
+        let mut s = SchemaBuilder::new();
+        let x = s.hot::<u64>("x");
+        let schema = s.build().unwrap();
+        let count = stage::sequential("count", Write(x), 0u64, |n: &mut u64, x: &mut u64, _: &mut RowCtl| {
+            *n += 1;
+            *x = *n;
+        });
+        let p = Pipeline::builder(&schema).before(count).build().unwrap();
+        let group = p.turn.groups.iter().position(|g| g.ordered).expect("an ordered group");
+        let turns = Turns::new(&p.turn);
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut run_1 = std::pin::pin!(turns.turn(group, 1));
+        for _ in 0..100 {
+            assert!(run_1.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(turns.wakers.lock().unwrap().len(), 1, "one waker per waiting run");
+        turns.pass(group, 0);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert!(turns.wakers.lock().unwrap().is_empty());
+        assert!(run_1.as_mut().poll(&mut cx).is_ready());
     }
 }
