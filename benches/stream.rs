@@ -14,8 +14,11 @@
 //!   settings: one worker per core, each running its batch on its own
 //!   thread, the quota stage's group taking the batches in turn (see
 //!   `mware::stream`'s "Pipelining"), 32 batches in flight at most;
+//!   Each worker moves off a core another worker is on (`Placement::Apart`);
+//! - `stream_system`: the same with the workers left wherever the system
+//!   puts them (`Placement::System`, the default before session 15);
 //! - `stream_pinned`: the same with each worker pinned to a core of its own
-//!   (`StreamBuilder::pin_workers`);
+//!   (`Placement::Pinned`);
 //! - `stream_cap8`: the same with 8 batches in flight at most (the default
 //!   before session 9), which leaves the workers less slack while the
 //!   producer and the consumer are slow to run;
@@ -52,7 +55,7 @@ use mware::gateway8::{
     Columns, Composition, Fields, Gateway, GatewayPipeline, Metrics, ROUTES, after_quota, auth_ok,
     before_quota, enrich_score, hand_fused, payload_ok, quota_ok, route_cost,
 };
-use mware::stream::{StreamRunner, StreamStats};
+use mware::stream::{Placement, StreamRunner, StreamStats};
 use mware::{Batch, Pipeline, StateHandle};
 
 mod common;
@@ -105,7 +108,7 @@ fn through_stream(
     if let Some(n) = variant.capacity {
         builder = builder.capacity(n);
     }
-    builder = builder.pin_workers(variant.pinned);
+    builder = builder.placement(variant.placement);
     let runner = builder.build().unwrap();
     let mut consumer = runner.consumer().unwrap();
     let n = input.len();
@@ -163,16 +166,18 @@ struct Variant {
     suffix: &'static str,
     workers: Option<usize>,
     capacity: Option<usize>,
-    pinned: bool,
+    placement: Placement,
 }
 
 /// The stream variants of a composition.
 fn stream_variants(boxed: bool) -> &'static [Variant] {
-    const DEFAULT: Variant = Variant { suffix: "", workers: None, capacity: None, pinned: false };
-    const PINNED: Variant = Variant { suffix: "_pinned", pinned: true, ..DEFAULT };
+    const DEFAULT: Variant =
+        Variant { suffix: "", workers: None, capacity: None, placement: Placement::Apart };
+    const SYSTEM: Variant = Variant { suffix: "_system", placement: Placement::System, ..DEFAULT };
+    const PINNED: Variant = Variant { suffix: "_pinned", placement: Placement::Pinned, ..DEFAULT };
     const CAP8: Variant = Variant { suffix: "_cap8", capacity: Some(8), ..DEFAULT };
     const ONE_WORKER: Variant = Variant { suffix: "_1w", workers: Some(1), ..DEFAULT };
-    if boxed { &[DEFAULT] } else { &[DEFAULT, PINNED, CAP8, ONE_WORKER] }
+    if boxed { &[DEFAULT] } else { &[DEFAULT, SYSTEM, PINNED, CAP8, ONE_WORKER] }
 }
 
 fn bench(c: &mut Criterion) {
@@ -223,8 +228,8 @@ fn paired(rounds: usize) {
             let gw = Gw::build(&fields, &schema, composition);
             let variants = stream_variants(!suffix.is_empty());
             // Per stream variant, per round: µs per batch in the run, waiting
-            // for turns, delivering, idle.
-            let mut split = vec![[const { Vec::new() }; 4]; variants.len()];
+            // for turns, delivering, idle; workers' moves apart in the pass.
+            let mut split = vec![[const { Vec::new() }; 5]; variants.len()];
             let pass = |v: usize| {
                 let d = match v {
                     0 => time_run(&gw, &fields, &mut input),
@@ -236,6 +241,7 @@ fn paired(rounds: usize) {
                         {
                             split[v - 1][k].push(us(part));
                         }
+                        split[v - 1][4].push(st.moves as f64);
                         d
                     }
                 };
@@ -251,9 +257,9 @@ fn paired(rounds: usize) {
             println!("{line}");
             for (v, parts) in variants.iter().zip(split) {
                 let w = v.suffix;
-                let [run, turns, delivering, idle] = parts.map(median);
+                let [run, turns, delivering, idle, moves] = parts.map(median);
                 println!(
-                    "          stream{suffix}{w}, worker time per batch: run {run:.1} us (of which turn waits {turns:.1}), delivering {delivering:.1} us, idle {idle:.1} us"
+                    "          stream{suffix}{w}, worker time per batch: run {run:.1} us (of which turn waits {turns:.1}), delivering {delivering:.1} us, idle {idle:.1} us; moves apart per pass {moves:.0}"
                 );
             }
         }
@@ -286,7 +292,10 @@ fn bounds(rounds: usize) {
         let n = input.len() as f64;
         let per_batch = |d: Duration, batches: f64| d.as_secs_f64() * 1e6 / batches;
         let (mut alone, mut in_turn, mut half, mut halves) = (vec![], vec![], vec![], vec![]);
-        let pinned = *stream_variants(false).iter().find(|v| v.pinned).expect("a pinned variant");
+        let pinned = *stream_variants(false)
+            .iter()
+            .find(|v| v.placement == Placement::Pinned)
+            .expect("a pinned variant");
         let (mut stream, mut stream_over_run, mut bound, mut of_bound) = (vec![], vec![], vec![], vec![]);
         for _ in 0..rounds {
             alone.push(per_batch(time_run(&gw, &fields, &mut input), n));

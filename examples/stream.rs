@@ -3,11 +3,11 @@
 //! the processed batches in order and keeps the checksum.
 //!
 //! ```text
-//! cargo run --release --example stream -- [--rows N] [--batch N] [--threads N] [--seed S] [--repeat K] [--producers P] [--pin]
+//! cargo run --release --example stream -- [--rows N] [--batch N] [--threads N] [--seed S] [--repeat K] [--producers P] [--placement apart|system|pinned]
 //! ```
 //!
-//! `--pin` pins each stream worker to a core of its own
-//! (`StreamBuilder::pin_workers`, Linux).
+//! `--placement` says where the stream's workers run (`Placement`, Linux):
+//! kept apart (the default), left to the system, or pinned each to a core.
 //!
 //! Producers reserve a sequence number first and fill batch `k` with rows
 //! `k·B .. (k+1)·B`, so the quota stage sees the input in order and the
@@ -28,12 +28,12 @@ use std::time::Instant;
 use mware::gateway8::{
     Args, Checksum, Composition, Fields, GatewayPipeline, Metrics, ROUTES, median_ns_per_row,
 };
-use mware::stream::StreamRunner;
+use mware::stream::{Placement, StreamRunner};
 use mware::{Batch, Pipeline};
 
 fn main() -> ExitCode {
-    let extra = " [--producers P] [--pin]";
-    let args = match Args::parse(std::env::args().skip(1), &["--producers"], &["--pin"]) {
+    let extra = " [--producers P] [--placement apart|system|pinned]";
+    let args = match Args::parse(std::env::args().skip(1), &["--producers", "--placement"], &[]) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("stream: {e}\n{}", Args::usage("stream", extra));
@@ -48,7 +48,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&args, producers) {
+    let placement = match args.option("--placement") {
+        None | Some("apart") => Placement::Apart,
+        Some("system") => Placement::System,
+        Some("pinned") => Placement::Pinned,
+        Some(other) => {
+            eprintln!(
+                "stream: `--placement` takes apart, system or pinned, not `{other}`\n{}",
+                Args::usage("stream", extra)
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args, producers, placement) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stream: {e}");
@@ -111,7 +123,7 @@ impl Tally {
     }
 }
 
-fn run(args: &Args, producers: usize) -> mware::Result<()> {
+fn run(args: &Args, producers: usize, placement: Placement) -> mware::Result<()> {
     let (schema, fields) = Fields::schema();
     let gw = GatewayPipeline::build(&fields, &schema, args.rows, Composition::Static, |b| {
         b.threads(args.threads)
@@ -134,7 +146,7 @@ fn run(args: &Args, producers: usize) -> mware::Result<()> {
         let runner = StreamRunner::builder(pipeline.clone())
             .capacity((2 * producers + 4).max(32))
             .batch_rows(batch_rows)
-            .pin_workers(args.switch("--pin"))
+            .placement(placement)
             .build()?;
         let mut consumer = runner.consumer().expect("first consumer");
         let in_order = runner.in_order();

@@ -1,10 +1,14 @@
-//! Pinning threads to CPUs, for the stream's workers
-//! ([`StreamBuilder::pin_workers`](crate::stream::StreamBuilder::pin_workers)).
+//! Where the stream's workers run
+//! ([`Placement`](crate::stream::Placement)): pinned each to a CPU, or kept
+//! apart by moving a worker that finds itself on another worker's CPU.
 //!
-//! Linux only (`sched_getaffinity`, `sched_setaffinity`); elsewhere a
-//! thread cannot be pinned and [`allowed_cpus`] says so.
+//! Linux only (`sched_getaffinity`, `sched_setaffinity`, `sched_getcpu`);
+//! elsewhere a thread cannot be pinned and [`allowed_cpus`] says so, and
+//! workers cannot be kept apart.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The CPUs this thread may run on, in increasing order (at least one).
 #[cfg(target_os = "linux")]
@@ -57,6 +61,163 @@ pub(crate) fn pin_current_thread(_cpu: usize) -> io::Result<()> {
     allowed_cpus().map(drop)
 }
 
+/// Lets the calling thread run on any of `cpus` (each below `CPU_SETSIZE`).
+#[cfg(target_os = "linux")]
+fn allow_current_thread(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: as in `allowed_cpus`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus.iter().filter(|&&cpu| cpu < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `cpu` is below `CPU_SETSIZE` (filtered above).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: as in `pin_current_thread`.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The CPU the calling thread runs on (it may be moved the next moment).
+#[cfg(target_os = "linux")]
+fn current_cpu() -> Option<usize> {
+    // SAFETY: takes nothing, returns the CPU or -1.
+    usize::try_from(unsafe { libc::sched_getcpu() }).ok()
+}
+
+/// Unknown off Linux.
+#[cfg(not(target_os = "linux"))]
+fn current_cpu() -> Option<usize> {
+    None
+}
+
+/// Never called off Linux: [`Apart::new`] returns `None` there.
+#[cfg(not(target_os = "linux"))]
+fn allow_current_thread(_cpus: &[usize]) -> io::Result<()> {
+    allowed_cpus().map(drop)
+}
+
+/// Keeps a stream's workers on CPUs apart without pinning them
+/// ([`Placement::Apart`](crate::stream::Placement::Apart)).
+///
+/// Before each batch a worker [`check`](Apart::check)s its CPU. If another
+/// busy worker was last seen there, it moves to a CPU with no busy worker;
+/// if the thread that last handed the workers a batch (a producer) was, it
+/// moves to a CPU with neither. It moves by pinning itself there and at
+/// once letting itself run everywhere it could before, so it never stays
+/// pinned: the system may move it again, and a thread it starts inherits
+/// no pin.
+///
+/// Why: on two cores the system may leave two busy workers on one core, and
+/// the producer and consumer on the other, and move neither while both keep
+/// busy; workers that wait for each other's turns then run at half speed or
+/// worse. And a worker woken by a producer may take the producer's core
+/// while the other core idles, so that the producer cannot hand out the
+/// next batches until the worker's batch is done.
+pub(crate) struct Apart {
+    /// The CPUs the workers may run on; each move restores this set.
+    cpus: Vec<usize>,
+    /// Per worker, the CPU it was last seen on while busy (`NONE` while it
+    /// waits for a batch).
+    seen: Box<[AtomicUsize]>,
+    /// The CPU the thread that last handed the workers a batch ran on.
+    sender: AtomicUsize,
+    /// Per worker, when it last moved (nanoseconds after `start`; 0: never).
+    moved: Box<[AtomicU64]>,
+    start: Instant,
+    moves: AtomicU64,
+}
+
+/// No CPU seen.
+const NONE: usize = usize::MAX;
+
+/// A worker moves at most once per this long: should the system keep
+/// putting workers back together (a core busy with other work), that costs
+/// at most a move, two system calls, per millisecond.
+const MOVE_INTERVAL: Duration = Duration::from_millis(1);
+
+impl Apart {
+    /// For `workers` workers started from the calling thread; `None` when
+    /// there is nothing to keep apart (one worker or one CPU) or no way to
+    /// (off Linux, or under Miri, which runs no scheduler).
+    pub(crate) fn new(workers: usize) -> Option<Apart> {
+        if cfg!(miri) {
+            return None;
+        }
+        let cpus = allowed_cpus().ok()?;
+        (workers > 1 && cpus.len() > 1).then(|| Apart::on(cpus, workers))
+    }
+
+    fn on(cpus: Vec<usize>, workers: usize) -> Apart {
+        Apart {
+            cpus,
+            seen: (0..workers).map(|_| AtomicUsize::new(NONE)).collect(),
+            sender: AtomicUsize::new(NONE),
+            moved: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            start: Instant::now(),
+            moves: AtomicU64::new(0),
+        }
+    }
+
+    /// Called by worker `worker` on its own thread before it runs a batch:
+    /// notes its CPU, and moves it if [`destination`](Apart::destination)
+    /// names one and it has not moved within [`MOVE_INTERVAL`].
+    pub(crate) fn check(&self, worker: usize) {
+        let Some(cpu) = current_cpu() else { return };
+        self.seen[worker].store(cpu, Ordering::Relaxed);
+        let Some(to) = self.destination(worker, cpu) else { return };
+        let now = (self.start.elapsed().as_nanos() as u64).max(1);
+        let last = self.moved[worker].load(Ordering::Relaxed);
+        if last != 0 && now - last < MOVE_INTERVAL.as_nanos() as u64 {
+            return;
+        }
+        self.moved[worker].store(now, Ordering::Relaxed);
+        // Pinned, the thread runs on `to` before the call returns; allowed
+        // its CPUs back, it stays there until the system has a reason to
+        // move it. Allowing them back is the call that pinning is; should it
+        // fail, the worker stays pinned, as with `Placement::Pinned`.
+        if pin_current_thread(to).is_ok() {
+            self.seen[worker].store(to, Ordering::Relaxed);
+            self.moves.fetch_add(1, Ordering::Relaxed);
+            let _ = allow_current_thread(&self.cpus);
+        }
+    }
+
+    /// Where worker `worker`, on `cpu`, should move, if anywhere: off
+    /// another busy worker's CPU to any CPU without one (not the sender's if
+    /// another will do: the sender comes and goes, the worker stays); off
+    /// the sender's CPU to one with neither.
+    fn destination(&self, worker: usize, cpu: usize) -> Option<usize> {
+        let worker_on = |c: usize| {
+            self.seen.iter().enumerate().any(|(w, s)| w != worker && s.load(Ordering::Relaxed) == c)
+        };
+        let sender = self.sender.load(Ordering::Relaxed);
+        let mut others = self.cpus.iter().copied().filter(|&c| c != cpu && !worker_on(c));
+        if worker_on(cpu) {
+            others.min_by_key(|&c| c == sender)
+        } else if cpu == sender {
+            others.next()
+        } else {
+            None
+        }
+    }
+
+    /// Worker `worker` waits for a batch: it keeps no CPU busy meanwhile.
+    pub(crate) fn idle(&self, worker: usize) {
+        self.seen[worker].store(NONE, Ordering::Relaxed);
+    }
+
+    /// Called by a thread about to hand the workers a batch (which may wake
+    /// a worker onto its CPU).
+    pub(crate) fn note_sender(&self) {
+        self.sender.store(current_cpu().unwrap_or(NONE), Ordering::Relaxed);
+    }
+
+    /// How often workers have moved so far.
+    pub(crate) fn moves(&self) -> u64 {
+        self.moves.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(all(test, target_os = "linux", not(miri)))]
 mod tests {
     use super::*;
@@ -75,6 +236,82 @@ mod tests {
         .unwrap();
         // Only the spawned thread was pinned.
         assert_eq!(allowed_cpus().unwrap(), cpus);
+    }
+
+    /// Apart over CPUs 0..3 for two workers, with worker 1 and the sender
+    /// last seen where given.
+    fn apart(worker_1: usize, sender: usize) -> Apart {
+        let a = Apart::on(vec![0, 1, 2], 2);
+        a.seen[1].store(worker_1, Ordering::Relaxed);
+        a.sender.store(sender, Ordering::Relaxed);
+        a
+    }
+
+    #[test]
+    fn a_worker_moves_off_another_workers_cpu_to_one_without_a_worker() {
+        // Anywhere free, the sender's CPU last.
+        assert_eq!(apart(0, NONE).destination(0, 0), Some(1));
+        assert_eq!(apart(0, 1).destination(0, 0), Some(2));
+        assert_eq!(Apart::on(vec![0, 1], 2).destination(0, 0), None, "no other worker");
+        let two = Apart::on(vec![0, 1], 2);
+        two.seen[1].store(0, Ordering::Relaxed);
+        two.sender.store(1, Ordering::Relaxed);
+        assert_eq!(two.destination(0, 0), Some(1), "the sender's CPU if it is the only one");
+        // Three workers on two CPUs: nowhere to go.
+        let three = Apart::on(vec![0, 1], 3);
+        three.seen[1].store(0, Ordering::Relaxed);
+        three.seen[2].store(1, Ordering::Relaxed);
+        assert_eq!(three.destination(0, 0), None);
+    }
+
+    #[test]
+    fn a_worker_moves_off_the_senders_cpu_only_to_one_with_neither() {
+        assert_eq!(apart(NONE, 0).destination(0, 0), Some(1));
+        assert_eq!(apart(1, 0).destination(0, 0), Some(2));
+        let two = Apart::on(vec![0, 1], 2);
+        two.seen[1].store(1, Ordering::Relaxed);
+        two.sender.store(0, Ordering::Relaxed);
+        assert_eq!(two.destination(0, 0), None, "the other CPU has a worker");
+        assert_eq!(apart(NONE, 1).destination(0, 0), None, "alone on its CPU");
+    }
+
+    #[test]
+    fn an_idle_worker_keeps_no_cpu() {
+        let a = apart(0, NONE);
+        a.idle(1);
+        assert_eq!(a.destination(0, 0), None);
+    }
+
+    #[test]
+    fn a_worker_that_moves_is_left_free_and_moves_at_most_once_a_millisecond() {
+        let cpus = allowed_cpus().unwrap();
+        if cpus.len() < 2 {
+            return;
+        }
+        std::thread::spawn(move || {
+            if let Err(e) = pin_current_thread(cpus[0]) {
+                // A sandbox may refuse the call; it must say why.
+                assert!(e.raw_os_error().is_some(), "{e}");
+                return;
+            }
+            let a = Apart::on(cpus.clone(), 2);
+            let crowd = || a.seen[1].store(current_cpu().unwrap(), Ordering::Relaxed);
+            crowd();
+            let first = Instant::now();
+            a.check(0);
+            assert_eq!(a.moves(), 1);
+            let to = a.seen[0].load(Ordering::Relaxed);
+            assert!(to != a.seen[1].load(Ordering::Relaxed) && cpus.contains(&to));
+            assert_eq!(allowed_cpus().unwrap(), cpus, "not left pinned");
+            crowd();
+            a.check(0);
+            // A thread preempted for a millisecond here may move again.
+            if first.elapsed() < MOVE_INTERVAL {
+                assert_eq!(a.moves(), 1, "moved again within a millisecond");
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

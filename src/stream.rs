@@ -43,8 +43,9 @@
 //!   the batch before to leave an ordered stage, `turn_wait`), handing
 //!   results to the consumer (`delivering`) and waiting for work (`idle`).
 //! * **Cores.** Workers in turn wait for each other, so two of them left on
-//!   one core run the stream at half speed or worse; on Linux
-//!   [`pin_workers`](StreamBuilder::pin_workers) gives each its own core.
+//!   one core run the stream at half speed or worse. On Linux a worker
+//!   that finds itself on another's core moves off it, and can be pinned
+//!   to its own instead ([`Placement`]).
 //! * **Shutdown.** [`StreamRunner::close`] (or dropping the runner) stops
 //!   accepting, runs every accepted batch, delivers it and joins the
 //!   workers; producers waiting for room get [`SubmitError::Closed`] back
@@ -114,6 +115,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{self, Receiver, Sender};
 use crossbeam::queue::ArrayQueue;
 
+use crate::affinity::Apart;
 use crate::batch::Batch;
 use crate::error::{Error, Result, StageError};
 use crate::pipeline::Pipeline;
@@ -132,6 +134,34 @@ pub enum Delivery {
     Unordered,
 }
 
+/// Where a [`StreamRunner`]'s workers run ([`StreamBuilder::placement`]).
+///
+/// Runs in turn wait for each other, so two workers that the system leaves
+/// on one core, while the other core runs the producer and the consumer,
+/// run the stream at half speed or worse, and the system does not move
+/// them apart: threads busy without a break look too costly to migrate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// Wherever the system puts them.
+    System,
+    /// Apart: before each batch, a worker that finds itself on a CPU
+    /// another worker was last seen on moves to one no worker was seen on
+    /// (at most once a millisecond). It moves by pinning itself there and
+    /// at once letting itself run anywhere it could before, so the system
+    /// stays free to move it, and a thread a stage starts inherits no pin.
+    /// On Linux; elsewhere the same as [`System`](Placement::System).
+    #[default]
+    Apart,
+    /// Worker `i` pinned to the `i`-th CPU the building thread may run on
+    /// (round robin when there are more workers than CPUs). Linux only:
+    /// elsewhere [`build`](StreamBuilder::build) returns an error, as it
+    /// does when the system refuses a pin. Pinned workers cannot flee a
+    /// core that other work of the process or the machine keeps busy, and
+    /// a thread a stage starts on a worker inherits its CPU (`build` starts
+    /// rayon's global pool first, so that it is not one of them).
+    Pinned,
+}
+
 /// Configures a [`StreamRunner`]; start with [`StreamRunner::builder`].
 #[derive(Debug)]
 pub struct StreamBuilder {
@@ -141,7 +171,7 @@ pub struct StreamBuilder {
     delivery: Delivery,
     pool: Option<usize>,
     batch_rows: usize,
-    pin_workers: bool,
+    placement: Placement,
 }
 
 impl StreamBuilder {
@@ -189,32 +219,18 @@ impl StreamBuilder {
         self
     }
 
-    /// Pins worker `i` to the `i`-th CPU the building thread may run on
-    /// (round robin when there are more workers than CPUs); default off.
-    /// Linux only: elsewhere [`build`](StreamBuilder::build) returns an
-    /// error when it is on, as it does when the system refuses a pin.
-    ///
-    /// Runs in turn wait for each other, so two workers that the system
-    /// leaves on one core, while the other core runs the producer and the
-    /// consumer, run the stream at half speed or worse, and it does not
-    /// move them apart: threads busy without a break look too costly to
-    /// migrate. On two cores, gateway-8 in 1,024-row batches streamed 2.5×
-    /// slower than usual in 8 of 14 unpinned runs and in none of 14 pinned
-    /// ones (BENCHMARKS.md §8, session 12). Pinned workers cannot flee a
-    /// core that other work of the process or the machine keeps busy, and
-    /// a thread a stage starts on a worker inherits its CPU (`build` starts
-    /// rayon's global pool first, so that it is not one of them).
+    /// Where the workers run (default [`Placement::Apart`]).
     ///
     /// ```
     /// # use std::sync::Arc;
     /// # use mware::prelude::*;
-    /// # use mware::stream::StreamRunner;
+    /// # use mware::stream::{Placement, StreamRunner};
     /// # let mut s = SchemaBuilder::new();
     /// # let x = s.hot::<u64>("x");
     /// # let schema = s.build()?;
     /// # let double = stage::parallel("double", Write(x), |x: &mut u64, _: &mut RowCtl| *x *= 2);
     /// # let pipeline = Arc::new(Pipeline::builder(&schema).before(double).build()?);
-    /// match StreamRunner::builder(pipeline).pin_workers(true).build() {
+    /// match StreamRunner::builder(pipeline).placement(Placement::Pinned).build() {
     ///     Ok(runner) => {
     ///         assert!(cfg!(target_os = "linux"));
     ///         runner.close();
@@ -224,8 +240,8 @@ impl StreamBuilder {
     /// }
     /// # Ok::<(), mware::Error>(())
     /// ```
-    pub fn pin_workers(mut self, on: bool) -> Self {
-        self.pin_workers = on;
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
         self
     }
 
@@ -266,8 +282,9 @@ impl StreamBuilder {
             pool,
             stats: Counters::default(),
             profile: Mutex::new(RunReport::default()),
+            apart: (self.placement == Placement::Apart).then(|| Apart::new(workers)).flatten(),
         });
-        let cpus = if self.pin_workers {
+        let cpus = if self.placement == Placement::Pinned {
             // A pool started lazily from a pinned worker would inherit its
             // one CPU: start the global one from here.
             rayon::current_num_threads();
@@ -308,7 +325,7 @@ impl StreamBuilder {
                             .map_err(|e| format!("cannot pin stream worker {i} to CPU {cpu}: {e}"))
                     });
                     let _ = started.send(pinned);
-                    worker(&shared, &jobs, &done)
+                    worker(&shared, &jobs, &done, i)
                 })
                 .map_err(|e| Error::Config(format!("cannot start a stream worker: {e}")))?;
             runner.handles.push(handle);
@@ -399,7 +416,7 @@ impl StreamRunner {
             delivery: Delivery::Ordered,
             pool: None,
             batch_rows: 0,
-            pin_workers: false,
+            placement: Placement::default(),
         }
     }
 
@@ -451,7 +468,7 @@ impl StreamRunner {
 
     /// Counters so far.
     pub fn stats(&self) -> StreamStats {
-        self.shared.stats.snapshot(&self.shared.lane)
+        self.shared.stats.snapshot(&self.shared.lane, self.shared.apart.as_ref())
     }
 
     /// Every run's report so far, added up with
@@ -970,6 +987,9 @@ pub struct StreamStats {
     /// Time workers waited for a batch to run (producers slower than the
     /// workers, or the stream empty).
     pub idle: Duration,
+    /// Times a worker moved off a CPU another worker was on
+    /// ([`Placement::Apart`]).
+    pub moves: u64,
 }
 
 #[derive(Default)]
@@ -986,7 +1006,7 @@ struct Counters {
 }
 
 impl Counters {
-    fn snapshot(&self, lane: &Lane) -> StreamStats {
+    fn snapshot(&self, lane: &Lane, apart: Option<&Apart>) -> StreamStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StreamStats {
             submitted: get(&self.submitted),
@@ -999,6 +1019,7 @@ impl Counters {
             turn_wait: lane.turns.as_ref().map_or(Duration::ZERO, Turns::waited),
             delivering: Duration::from_nanos(get(&self.delivering_ns)),
             idle: Duration::from_nanos(get(&self.idle_ns)),
+            moves: apart.map_or(0, Apart::moves),
         }
     }
 }
@@ -1018,6 +1039,8 @@ struct Shared {
     stats: Counters,
     /// Every run's report added up (per-stage figures when profiling is on).
     profile: Mutex<RunReport>,
+    /// Set with [`Placement::Apart`] (and more than one worker and CPU).
+    apart: Option<Apart>,
 }
 
 /// Admission: sequence numbers, the in-flight bound, and the reorder window
@@ -1141,6 +1164,11 @@ impl Shared {
                         Some(tx) => {
                             // The job's credit is released when it drops;
                             // the lock is held, so drop it after unlocking.
+                            // Noted first: the worker woken may take this
+                            // thread's core before the send returns.
+                            if let Some(apart) = &self.apart {
+                                apart.note_sender();
+                            }
                             if let Err(e) = tx.try_send(job) {
                                 unreachable_full(e.into_inner(), a, &mut freed);
                             }
@@ -1218,15 +1246,22 @@ fn guard_run(run: impl FnOnce() -> Result<RunReport>) -> Result<RunReport> {
     }
 }
 
-fn worker(shared: &Shared, jobs: &Receiver<Job>, done: &Sender<Done>) {
+/// Worker `me`'s loop: run each job it takes, hand the result on.
+fn worker(shared: &Shared, jobs: &Receiver<Job>, done: &Sender<Done>, me: usize) {
     let s = &shared.stats;
     let add = |counter: &AtomicU64, since: Instant| {
         counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
     };
     loop {
         let waiting = Instant::now();
+        if let Some(apart) = &shared.apart {
+            apart.idle(me);
+        }
         let Ok(Job { index, seq, mut batch, credit }) = jobs.recv() else { break };
         add(&s.idle_ns, waiting);
+        if let Some(apart) = &shared.apart {
+            apart.check(me);
+        }
         let started = Instant::now();
         let report = shared.lane.run(&shared.pipeline, index, &mut batch);
         add(&s.busy_ns, started);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mware::RowState;
 use mware::gateway8::{Checksum, Columns, Composition, Fields, Gateway, GatewayPipeline, hand_fused, mix};
 use mware::prelude::*;
-use mware::stream::{Delivery, RecvError, StreamRunner, SubmitError};
+use mware::stream::{Delivery, Placement, RecvError, StreamRunner, SubmitError};
 
 // ---------------------------------------------------------------------------
 // Harness: one test at a time, a deadline per test.
@@ -283,17 +283,18 @@ fn gateway_checksum_matches_single_threaded_for_any_producers() {
         let expected = Checksum::of_columns(&hand, &state);
         let (schema, fields) = Fields::schema();
         // Pinned workers too, where they can be.
-        let pin = pinning_allowed();
-        for (producers, batch_rows, workers, pin) in [
-            (1, 4_096, 1, false),
-            (3, 1_000, 2, false),
-            (2, 7_777, 3, pin),
-            (4, 60_000, 1, false),
-            (2, 1_024, 2, pin),
+        let pinned = if pinning_allowed() { Placement::Pinned } else { Placement::System };
+        for (producers, batch_rows, workers, placement) in [
+            (1, 4_096, 1, Placement::Apart),
+            (3, 1_000, 2, Placement::Apart),
+            (2, 7_777, 3, pinned),
+            (4, 60_000, 1, Placement::System),
+            (2, 1_024, 2, pinned),
+            (2, 2_048, 2, Placement::System),
         ] {
             let gw = GatewayPipeline::build(&fields, &schema, rows, Composition::Static, |b| b).unwrap();
             let GatewayPipeline { pipeline, metrics, .. } = gw;
-            let builder = StreamRunner::builder(pipeline).workers(workers).capacity(6).pin_workers(pin);
+            let builder = StreamRunner::builder(pipeline).workers(workers).capacity(6).placement(placement);
             let runner = builder.build().unwrap();
             let batches = rows.div_ceil(batch_rows);
             let threads: Vec<_> = (0..producers)
@@ -323,10 +324,17 @@ fn gateway_checksum_matches_single_threaded_for_any_producers() {
                 fields.add_to(&mut sum, &done).unwrap();
             }
             threads.into_iter().for_each(|t| t.join().unwrap());
-            runner.close();
+            let stats = runner.close();
             assert!(consumer.recv().is_none());
+            // Only workers placed apart move, and only when there are two.
+            if placement != Placement::Apart || workers == 1 {
+                assert_eq!(stats.moves, 0, "{placement:?}, {workers} workers");
+            }
             sum.set_metrics(&metrics.lock());
-            assert_eq!(sum, expected, "producers={producers} batch={batch_rows} workers={workers} pin={pin}");
+            assert_eq!(
+                sum, expected,
+                "producers={producers} batch={batch_rows} workers={workers} {placement:?}"
+            );
         }
     });
 }
@@ -336,7 +344,7 @@ fn gateway_checksum_matches_single_threaded_for_any_producers() {
 fn pinning_allowed() -> bool {
     let (schema, f) = probe_schema();
     let pipeline = probe_pipeline(&schema, f, 0, 64, 1);
-    match StreamRunner::builder(pipeline).workers(1).pin_workers(true).build() {
+    match StreamRunner::builder(pipeline).workers(1).placement(Placement::Pinned).build() {
         Ok(runner) => {
             runner.close();
             true
@@ -362,6 +370,36 @@ fn cpus_allowed(task: &str) -> Vec<usize> {
         .collect()
 }
 
+/// The CPUs the calling thread may run on.
+#[cfg(target_os = "linux")]
+fn my_cpus() -> Vec<usize> {
+    let me = std::fs::read_link("/proc/thread-self").unwrap();
+    cpus_allowed(&me.file_name().unwrap().to_string_lossy())
+}
+
+/// The runner `build` starts, and a function giving the CPUs its worker `i`
+/// may run on now.
+#[cfg(target_os = "linux")]
+fn started(build: impl FnOnce() -> StreamRunner) -> (StreamRunner, impl Fn(usize) -> Vec<usize>) {
+    let tasks = || -> BTreeSet<String> {
+        let dir = std::fs::read_dir("/proc/self/task").unwrap();
+        dir.map(|t| t.unwrap().file_name().into_string().unwrap()).collect()
+    };
+    // Threads started from a worker (rayon's global pool, when an earlier
+    // test's worker started it) inherit the worker's name: only the threads
+    // `build` started count.
+    let before = tasks();
+    let runner = build();
+    let new: BTreeSet<String> = tasks().difference(&before).cloned().collect();
+    let worker_cpus = move |i: usize| {
+        let name = format!("mware-stream-{i}");
+        let comm = |t: &String| std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).unwrap();
+        let task = new.iter().find(|t| comm(t).trim() == name);
+        cpus_allowed(task.unwrap_or_else(|| panic!("no thread {name}")))
+    };
+    (runner, worker_cpus)
+}
+
 /// Pinned workers run on one CPU each, in turn over the CPUs the building
 /// thread may use, and serve as usual.
 #[cfg(target_os = "linux")]
@@ -371,27 +409,13 @@ fn pinned_workers_run_on_one_cpu_each() {
         if !pinning_allowed() {
             return;
         }
-        let me = std::fs::read_link("/proc/thread-self").unwrap();
-        let cpus = cpus_allowed(&me.file_name().unwrap().to_string_lossy());
+        let cpus = my_cpus();
         let workers = cpus.len() + 1;
         let (schema, f) = probe_schema();
         let pipeline = probe_pipeline(&schema, f, 0, 64, 1);
-        let tasks = || -> BTreeSet<String> {
-            let dir = std::fs::read_dir("/proc/self/task").unwrap();
-            dir.map(|t| t.unwrap().file_name().into_string().unwrap()).collect()
-        };
-        // Threads started from a worker (rayon's global pool, when an
-        // earlier test's worker started it) inherit the worker's name: only
-        // the threads `build` started count.
-        let before = tasks();
-        let runner = StreamRunner::builder(pipeline).workers(workers).pin_workers(true).build().unwrap();
-        let started = tasks();
-        let worker_cpus = |i: usize| {
-            let name = format!("mware-stream-{i}");
-            let comm = |t: &String| std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).unwrap();
-            let task = started.difference(&before).find(|t| comm(t).trim() == name);
-            cpus_allowed(task.unwrap_or_else(|| panic!("no thread {name}")))
-        };
+        let (runner, worker_cpus) = started(|| {
+            StreamRunner::builder(pipeline).workers(workers).placement(Placement::Pinned).build().unwrap()
+        });
         for i in 0..workers {
             assert_eq!(worker_cpus(i), vec![cpus[i % cpus.len()]], "worker {i}");
         }
@@ -405,6 +429,41 @@ fn pinned_workers_run_on_one_cpu_each() {
             assert_eq!(consumer.recv().unwrap().seq, k);
         }
         assert_eq!(runner.close().delivered, 20);
+    });
+}
+
+/// Workers kept apart (the default) may move, but are never left pinned:
+/// each may run on every CPU the building thread may, and they serve as
+/// usual with a sequential stage making them wait for each other's turns.
+#[cfg(target_os = "linux")]
+#[test]
+fn workers_kept_apart_are_never_left_pinned() {
+    bounded(Duration::from_secs(60), || {
+        let cpus = my_cpus();
+        let (schema, f) = probe_schema();
+        let pipeline = probe_pipeline(&schema, f, 0, 64, 1);
+        let (runner, worker_cpus) = started(|| StreamRunner::builder(pipeline).workers(2).build().unwrap());
+        let producer = runner.producer();
+        let mut consumer = runner.consumer().unwrap();
+        let batches = 400u64;
+        let feed = std::thread::spawn(move || {
+            for k in 0..batches {
+                let mut batch = producer.batch();
+                batch.resize(2_000);
+                batch.column_mut(f.id).unwrap().fill(k);
+                producer.submit(batch).unwrap();
+            }
+        });
+        for k in 0..batches {
+            assert_eq!(consumer.recv().unwrap().seq, k);
+        }
+        feed.join().unwrap();
+        for i in 0..2 {
+            assert_eq!(worker_cpus(i), cpus, "worker {i}");
+        }
+        let stats = runner.close();
+        assert_eq!(stats.delivered, batches);
+        assert!(stats.moves <= batches, "{} moves", stats.moves);
     });
 }
 
