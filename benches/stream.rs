@@ -13,8 +13,9 @@
 //! - `stream`: the same pipeline through a [`StreamRunner`] with default
 //!   settings: one worker per core, each running its batch on its own
 //!   thread, the quota stage's group taking the batches in turn (see
-//!   `mware::stream`'s "Pipelining"), 32 batches in flight at most;
-//!   Each worker moves off a core another worker is on (`Placement::Apart`);
+//!   `mware::stream`'s "Pipelining"), 32 batches in flight at most, the
+//!   workers kept apart (`Placement::Apart`: a worker moves off a core that
+//!   another worker, or the producer, is on);
 //! - `stream_system`: the same with the workers left wherever the system
 //!   puts them (`Placement::System`, the default before session 15);
 //! - `stream_pinned`: the same with each worker pinned to a core of its own

@@ -213,11 +213,12 @@ fn run(args: &Args, producers: usize, placement: Placement) -> mware::Result<()>
     // Where the workers' time went, per batch (see `StreamStats`).
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6 / stats.processed.max(1) as f64;
     println!(
-        "stream per batch: run_us={:.1} turn_wait_us={:.1} delivering_us={:.1} idle_us={:.1}",
+        "stream per batch: run_us={:.1} turn_wait_us={:.1} delivering_us={:.1} idle_us={:.1} (workers moved {} times)",
         us(stats.busy),
         us(stats.turn_wait),
         us(stats.delivering),
         us(stats.idle),
+        stats.moves,
     );
     tally.print(&pipeline);
     Ok(())

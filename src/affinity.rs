@@ -119,8 +119,9 @@ pub(crate) struct Apart {
     /// Per worker, the CPU it was last seen on while busy (`NONE` while it
     /// waits for a batch).
     seen: Box<[AtomicUsize]>,
-    /// The CPU the thread that last handed the workers a batch ran on.
-    sender: AtomicUsize,
+    /// Per CPU (as in `cpus`), when a thread last handed the workers a batch
+    /// from it (nanoseconds after `start`; 0: never).
+    sent: Box<[AtomicU64]>,
     /// Per worker, when it last moved (nanoseconds after `start`; 0: never).
     moved: Box<[AtomicU64]>,
     start: Instant,
@@ -129,6 +130,12 @@ pub(crate) struct Apart {
 
 /// No CPU seen.
 const NONE: usize = usize::MAX;
+
+/// A CPU a batch was sent from within this long counts as busy with a
+/// producer: long enough for producers that take milliseconds to fill a
+/// batch to keep their CPUs, short enough that a producer which moved on
+/// leaves its old CPU soon.
+const SEND_WINDOW: Duration = Duration::from_millis(5);
 
 /// A worker moves at most once per this long: should the system keep
 /// putting workers back together (a core busy with other work), that costs
@@ -149,9 +156,9 @@ impl Apart {
 
     fn on(cpus: Vec<usize>, workers: usize) -> Apart {
         Apart {
+            sent: cpus.iter().map(|_| AtomicU64::new(0)).collect(),
             cpus,
             seen: (0..workers).map(|_| AtomicUsize::new(NONE)).collect(),
-            sender: AtomicUsize::new(NONE),
             moved: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             start: Instant::now(),
             moves: AtomicU64::new(0),
@@ -164,8 +171,8 @@ impl Apart {
     pub(crate) fn check(&self, worker: usize) {
         let Some(cpu) = current_cpu() else { return };
         self.seen[worker].store(cpu, Ordering::Relaxed);
-        let Some(to) = self.destination(worker, cpu) else { return };
-        let now = (self.start.elapsed().as_nanos() as u64).max(1);
+        let now = self.now();
+        let Some(to) = self.destination(worker, cpu, now) else { return };
         let last = self.moved[worker].load(Ordering::Relaxed);
         if last != 0 && now - last < MOVE_INTERVAL.as_nanos() as u64 {
             return;
@@ -182,20 +189,25 @@ impl Apart {
         }
     }
 
-    /// Where worker `worker`, on `cpu`, should move, if anywhere: off
-    /// another busy worker's CPU to any CPU without one (not the sender's if
-    /// another will do: the sender comes and goes, the worker stays); off
-    /// the sender's CPU to one with neither.
-    fn destination(&self, worker: usize, cpu: usize) -> Option<usize> {
+    /// Where worker `worker`, on `cpu` at time `now`, should move, if
+    /// anywhere: off another busy worker's CPU to any CPU without one (one
+    /// no batch was sent from lately if there is one: senders come and go,
+    /// workers stay); off a CPU a batch was sent from lately to one with
+    /// neither.
+    fn destination(&self, worker: usize, cpu: usize, now: u64) -> Option<usize> {
         let worker_on = |c: usize| {
             self.seen.iter().enumerate().any(|(w, s)| w != worker && s.load(Ordering::Relaxed) == c)
         };
-        let sender = self.sender.load(Ordering::Relaxed);
+        let sent_from = |c: usize| {
+            let at =
+                self.cpus.iter().position(|&x| x == c).map_or(0, |i| self.sent[i].load(Ordering::Relaxed));
+            at != 0 && now.saturating_sub(at) < SEND_WINDOW.as_nanos() as u64
+        };
         let mut others = self.cpus.iter().copied().filter(|&c| c != cpu && !worker_on(c));
         if worker_on(cpu) {
-            others.min_by_key(|&c| c == sender)
-        } else if cpu == sender {
-            others.next()
+            others.min_by_key(|&c| sent_from(c))
+        } else if sent_from(cpu) {
+            others.find(|&c| !sent_from(c))
         } else {
             None
         }
@@ -209,7 +221,15 @@ impl Apart {
     /// Called by a thread about to hand the workers a batch (which may wake
     /// a worker onto its CPU).
     pub(crate) fn note_sender(&self) {
-        self.sender.store(current_cpu().unwrap_or(NONE), Ordering::Relaxed);
+        let Some(cpu) = current_cpu() else { return };
+        if let Some(i) = self.cpus.iter().position(|&c| c == cpu) {
+            self.sent[i].store(self.now(), Ordering::Relaxed);
+        }
+    }
+
+    /// Nanoseconds since `start`, at least 1 (0 means never).
+    fn now(&self) -> u64 {
+        (self.start.elapsed().as_nanos() as u64).max(1)
     }
 
     /// How often workers have moved so far.
@@ -238,48 +258,58 @@ mod tests {
         assert_eq!(allowed_cpus().unwrap(), cpus);
     }
 
-    /// Apart over CPUs 0..3 for two workers, with worker 1 and the sender
-    /// last seen where given.
-    fn apart(worker_1: usize, sender: usize) -> Apart {
-        let a = Apart::on(vec![0, 1, 2], 2);
-        a.seen[1].store(worker_1, Ordering::Relaxed);
-        a.sender.store(sender, Ordering::Relaxed);
+    /// Now, in these tests: 10 ms after `start`.
+    const NOW: u64 = 10_000_000;
+
+    /// Apart over `cpus` for `workers` workers, with worker `w` seen on
+    /// CPU `seen[w]`, and a batch sent from each CPU of `sent` 1 ms ago.
+    fn apart(cpus: usize, seen: &[usize], sent: &[usize]) -> Apart {
+        let a = Apart::on((0..cpus).collect(), seen.len());
+        for (w, &cpu) in seen.iter().enumerate() {
+            a.seen[w].store(cpu, Ordering::Relaxed);
+        }
+        for &cpu in sent {
+            a.sent[cpu].store(NOW - 1_000_000, Ordering::Relaxed);
+        }
         a
     }
 
     #[test]
     fn a_worker_moves_off_another_workers_cpu_to_one_without_a_worker() {
-        // Anywhere free, the sender's CPU last.
-        assert_eq!(apart(0, NONE).destination(0, 0), Some(1));
-        assert_eq!(apart(0, 1).destination(0, 0), Some(2));
-        assert_eq!(Apart::on(vec![0, 1], 2).destination(0, 0), None, "no other worker");
-        let two = Apart::on(vec![0, 1], 2);
-        two.seen[1].store(0, Ordering::Relaxed);
-        two.sender.store(1, Ordering::Relaxed);
-        assert_eq!(two.destination(0, 0), Some(1), "the sender's CPU if it is the only one");
-        // Three workers on two CPUs: nowhere to go.
-        let three = Apart::on(vec![0, 1], 3);
-        three.seen[1].store(0, Ordering::Relaxed);
-        three.seen[2].store(1, Ordering::Relaxed);
-        assert_eq!(three.destination(0, 0), None);
+        assert_eq!(apart(3, &[0, 0], &[]).destination(0, 0, NOW), Some(1));
+        // Preferably to one no batch was sent from lately.
+        assert_eq!(apart(3, &[0, 0], &[1]).destination(0, 0, NOW), Some(2));
+        assert_eq!(apart(2, &[0, 0], &[1]).destination(0, 0, NOW), Some(1), "else to one");
+        assert_eq!(apart(2, &[0, 1], &[]).destination(0, 0, NOW), None, "alone");
+        assert_eq!(apart(2, &[0, 0, 1], &[]).destination(0, 0, NOW), None, "no CPU without a worker");
     }
 
     #[test]
-    fn a_worker_moves_off_the_senders_cpu_only_to_one_with_neither() {
-        assert_eq!(apart(NONE, 0).destination(0, 0), Some(1));
-        assert_eq!(apart(1, 0).destination(0, 0), Some(2));
-        let two = Apart::on(vec![0, 1], 2);
-        two.seen[1].store(1, Ordering::Relaxed);
-        two.sender.store(0, Ordering::Relaxed);
-        assert_eq!(two.destination(0, 0), None, "the other CPU has a worker");
-        assert_eq!(apart(NONE, 1).destination(0, 0), None, "alone on its CPU");
+    fn a_worker_moves_off_a_senders_cpu_only_to_one_with_neither() {
+        assert_eq!(apart(3, &[0, NONE], &[0]).destination(0, 0, NOW), Some(1));
+        assert_eq!(apart(3, &[0, 1], &[0]).destination(0, 0, NOW), Some(2));
+        assert_eq!(apart(2, &[0, 1], &[0]).destination(0, 0, NOW), None, "the other CPU has a worker");
+        assert_eq!(apart(2, &[0, NONE], &[0, 1]).destination(0, 0, NOW), None, "both CPUs send");
+        assert_eq!(apart(2, &[0, NONE], &[1]).destination(0, 0, NOW), None, "its CPU sends nothing");
+        // A send older than the window no longer counts.
+        let later = NOW + SEND_WINDOW.as_nanos() as u64;
+        assert_eq!(apart(2, &[0, NONE], &[0]).destination(0, 0, later), None);
     }
 
     #[test]
     fn an_idle_worker_keeps_no_cpu() {
-        let a = apart(0, NONE);
+        let a = apart(2, &[0, 0], &[]);
         a.idle(1);
-        assert_eq!(a.destination(0, 0), None);
+        assert_eq!(a.destination(0, 0, NOW), None);
+    }
+
+    #[test]
+    fn a_sender_is_noted_on_its_cpu() {
+        let cpus = allowed_cpus().unwrap();
+        let a = Apart::on(cpus.clone(), 2);
+        a.note_sender();
+        let sent = |i: usize| a.sent[i].load(Ordering::Relaxed) != 0;
+        assert_eq!((0..cpus.len()).filter(|&i| sent(i)).count(), 1);
     }
 
     #[test]
