@@ -140,6 +140,10 @@ pub enum Delivery {
 /// on one core, while the other core runs the producer and the consumer,
 /// run the stream at half speed or worse, and the system does not move
 /// them apart: threads busy without a break look too costly to migrate.
+/// On two cores, gateway-8 in 4,096-row batches streamed slower than
+/// batch-by-batch [`Pipeline::run`] in 19 of 36 rounds with workers left to
+/// the system, and in none with workers kept apart or pinned; kept apart,
+/// it ran at 0.96 of the pinned speed-up (BENCHMARKS.md §8, session 15).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Placement {
     /// Wherever the system puts them.
