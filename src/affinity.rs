@@ -101,8 +101,8 @@ fn allow_current_thread(_cpus: &[usize]) -> io::Result<()> {
 ///
 /// Before each batch a worker [`check`](Apart::check)s its CPU. If another
 /// busy worker was last seen there, it moves to a CPU with no busy worker;
-/// if the thread that last handed the workers a batch (a producer) was, it
-/// moves to a CPU with neither. It moves by pinning itself there and at
+/// if a batch was handed to the workers from there lately (by a producer),
+/// it moves to a CPU with neither. It moves by pinning itself there and at
 /// once letting itself run everywhere it could before, so it never stays
 /// pinned: the system may move it again, and a thread it starts inherits
 /// no pin.
@@ -119,8 +119,8 @@ pub(crate) struct Apart {
     /// Per worker, the CPU it was last seen on while busy (`NONE` while it
     /// waits for a batch).
     seen: Box<[AtomicUsize]>,
-    /// Per CPU (as in `cpus`), when a thread last handed the workers a batch
-    /// from it (nanoseconds after `start`; 0: never).
+    /// Per CPU number, when a thread last handed the workers a batch from
+    /// it (nanoseconds after `start`; 0: never).
     sent: Box<[AtomicU64]>,
     /// Per worker, when it last moved (nanoseconds after `start`; 0: never).
     moved: Box<[AtomicU64]>,
@@ -156,7 +156,7 @@ impl Apart {
 
     fn on(cpus: Vec<usize>, workers: usize) -> Apart {
         Apart {
-            sent: cpus.iter().map(|_| AtomicU64::new(0)).collect(),
+            sent: (0..=cpus.iter().max().map_or(0, |&c| c)).map(|_| AtomicU64::new(0)).collect(),
             cpus,
             seen: (0..workers).map(|_| AtomicUsize::new(NONE)).collect(),
             moved: (0..workers).map(|_| AtomicU64::new(0)).collect(),
@@ -172,11 +172,11 @@ impl Apart {
         let Some(cpu) = current_cpu() else { return };
         self.seen[worker].store(cpu, Ordering::Relaxed);
         let now = self.now();
-        let Some(to) = self.destination(worker, cpu, now) else { return };
         let last = self.moved[worker].load(Ordering::Relaxed);
-        if last != 0 && now - last < MOVE_INTERVAL.as_nanos() as u64 {
+        if last != 0 && now.saturating_sub(last) < MOVE_INTERVAL.as_nanos() as u64 {
             return;
         }
+        let Some(to) = self.destination(worker, cpu, now) else { return };
         self.moved[worker].store(now, Ordering::Relaxed);
         // Pinned, the thread runs on `to` before the call returns; allowed
         // its CPUs back, it stays there until the system has a reason to
@@ -199,8 +199,7 @@ impl Apart {
             self.seen.iter().enumerate().any(|(w, s)| w != worker && s.load(Ordering::Relaxed) == c)
         };
         let sent_from = |c: usize| {
-            let at =
-                self.cpus.iter().position(|&x| x == c).map_or(0, |i| self.sent[i].load(Ordering::Relaxed));
+            let at = self.sent.get(c).map_or(0, |at| at.load(Ordering::Relaxed));
             at != 0 && now.saturating_sub(at) < SEND_WINDOW.as_nanos() as u64
         };
         let mut others = self.cpus.iter().copied().filter(|&c| c != cpu && !worker_on(c));
@@ -221,9 +220,8 @@ impl Apart {
     /// Called by a thread about to hand the workers a batch (which may wake
     /// a worker onto its CPU).
     pub(crate) fn note_sender(&self) {
-        let Some(cpu) = current_cpu() else { return };
-        if let Some(i) = self.cpus.iter().position(|&c| c == cpu) {
-            self.sent[i].store(self.now(), Ordering::Relaxed);
+        if let Some(at) = current_cpu().and_then(|cpu| self.sent.get(cpu)) {
+            at.store(self.now(), Ordering::Relaxed);
         }
     }
 
@@ -308,8 +306,9 @@ mod tests {
         let cpus = allowed_cpus().unwrap();
         let a = Apart::on(cpus.clone(), 2);
         a.note_sender();
-        let sent = |i: usize| a.sent[i].load(Ordering::Relaxed) != 0;
-        assert_eq!((0..cpus.len()).filter(|&i| sent(i)).count(), 1);
+        let noted: Vec<usize> =
+            (0..a.sent.len()).filter(|&c| a.sent[c].load(Ordering::Relaxed) != 0).collect();
+        assert!(noted.len() == 1 && cpus.contains(&noted[0]), "{noted:?}");
     }
 
     #[test]

@@ -149,11 +149,13 @@ pub enum Placement {
     /// Wherever the system puts them.
     System,
     /// Apart: before each batch, a worker that finds itself on a CPU
-    /// another worker was last seen on moves to one no worker was seen on
-    /// (at most once a millisecond). It moves by pinning itself there and
-    /// at once letting itself run anywhere it could before, so the system
-    /// stays free to move it, and a thread a stage starts inherits no pin.
-    /// On Linux; elsewhere the same as [`System`](Placement::System).
+    /// another busy worker was last seen on moves to one without a busy
+    /// worker; one on a CPU a batch was submitted from in the last few
+    /// milliseconds (a producer's) moves to a CPU with neither. A worker
+    /// moves at most once a millisecond, by pinning itself to the new CPU
+    /// and at once letting itself run anywhere it could before, so the
+    /// system stays free to move it, and a thread a stage starts inherits
+    /// no pin. On Linux; elsewhere the same as [`System`](Placement::System).
     #[default]
     Apart,
     /// Worker `i` pinned to the `i`-th CPU the building thread may run on
@@ -991,7 +993,7 @@ pub struct StreamStats {
     /// Time workers waited for a batch to run (producers slower than the
     /// workers, or the stream empty).
     pub idle: Duration,
-    /// Times a worker moved off a CPU another worker was on
+    /// Times a worker moved off a CPU another worker or a producer was on
     /// ([`Placement::Apart`]).
     pub moves: u64,
 }
@@ -1166,13 +1168,13 @@ impl Shared {
                     let job = Job { index, seq, batch, credit: Credit(self.clone()) };
                     match &a.jobs {
                         Some(tx) => {
-                            // The job's credit is released when it drops;
-                            // the lock is held, so drop it after unlocking.
                             // Noted first: the worker woken may take this
                             // thread's core before the send returns.
                             if let Some(apart) = &self.apart {
                                 apart.note_sender();
                             }
+                            // The job's credit is released when it drops;
+                            // the lock is held, so drop it after unlocking.
                             if let Err(e) = tx.try_send(job) {
                                 unreachable_full(e.into_inner(), a, &mut freed);
                             }
