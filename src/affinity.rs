@@ -43,16 +43,7 @@ pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no CPU {cpu}")));
     }
-    // SAFETY: as in `allowed_cpus`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below `CPU_SETSIZE` (checked above).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; the kernel reads the given size,
-    // the size of `set`.
-    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    allow_current_thread(&[cpu])
 }
 
 /// Never called off Linux: [`allowed_cpus`] fails first.
@@ -70,7 +61,8 @@ fn allow_current_thread(cpus: &[usize]) -> io::Result<()> {
         // SAFETY: `cpu` is below `CPU_SETSIZE` (filtered above).
         unsafe { libc::CPU_SET(cpu, &mut set) };
     }
-    // SAFETY: as in `pin_current_thread`.
+    // SAFETY: pid 0 is the calling thread; the kernel reads the given size,
+    // the size of `set`.
     if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
         return Err(io::Error::last_os_error());
     }
