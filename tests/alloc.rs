@@ -118,7 +118,42 @@ fn steady_state(gw: &GatewayPipeline, f: &Fields, batch: &mut Batch, rows: usize
     n
 }
 
-#[test]
+const NAME: &str = "steady_state_runs_allocate_nothing";
+
+/// Runs the test unless the command line filters it out: `cargo test` hands
+/// every test binary its arguments, so `--list`, `--ignored` and name
+/// filters keep their meaning here.
+fn main() {
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let (mut list, mut ignored_only) = (false, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--list" => list = true,
+            "--ignored" => ignored_only = true,
+            "--skip" => skips.extend(args.next()),
+            // The other options that take a value, as separate argument.
+            "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" => drop(args.next()),
+            a if a.starts_with('-') => {}
+            _ => filters.push(arg),
+        }
+    }
+    if list {
+        println!("{NAME}: test");
+        return;
+    }
+    let selected = !ignored_only
+        && (filters.is_empty() || filters.iter().any(|f| NAME.contains(f.as_str())))
+        && !skips.iter().any(|s| NAME.contains(s.as_str()));
+    let n = usize::from(selected);
+    println!("\nrunning {n} test{}", if n == 1 { "" } else { "s" });
+    if selected {
+        steady_state_runs_allocate_nothing();
+        println!("test {NAME} ... ok");
+    }
+    println!("\ntest result: ok. {n} passed; 0 failed; 0 ignored; 0 measured; {} filtered out\n", 1 - n);
+}
+
 fn steady_state_runs_allocate_nothing() {
     TRACING.store(std::env::var_os("MWARE_ALLOC_TRACE").is_some(), Ordering::SeqCst);
     let (schema, f) = Fields::schema();
