@@ -341,6 +341,148 @@ fn bounds(rounds: usize) {
     }
 }
 
+/// The stream against `run` on each core in turn. On this virtual machine
+/// each core's speed changes by itself, by up to 1.8x, from one tenth of a
+/// second to the next (the host's doing; see BENCHMARKS.md §8), and `run`
+/// meets whichever speed its core has. Per round: each core's speed (a
+/// fixed integer loop timed on both cores at once, before and after),
+/// `run` with the bench thread pinned to the first core, then to the
+/// second, and the stream with default settings. Rounds where `run` took
+/// the same time on both cores (within 10 %) are rounds of equal cores;
+/// the stream's speed-up over `run` is summed up for those apart.
+/// 4,096-row batches only: `run` runs those on the calling thread, where
+/// it spreads 65,536-row ones over both cores.
+#[cfg(target_os = "linux")]
+fn cores(rounds: usize) {
+    let cpus = cpus::allowed();
+    if cpus.len() < 2 {
+        println!("cores: needs two CPUs, this thread may run on {cpus:?}");
+        return;
+    }
+    let pair = [cpus[0], cpus[1]];
+    let (schema, fields) = Fields::schema();
+    println!(
+        "cores, {rounds} rounds: per round, the integer loop's ms on CPUs {pair:?} (before | after), run's ms per {ROWS} rows pinned to each, the stream's, and its speed-up over each"
+    );
+    let batch = 4_096;
+    let mut input = batches(&fields, &schema, batch);
+    let gw = Gw::build(&fields, &schema, Composition::Static);
+    // Speed-ups over `run`: the mean of both cores' when they were equal;
+    // over the faster and over the slower core when not.
+    let (mut equal, mut over_faster, mut over_slower) = (vec![], vec![], vec![]);
+    for round in 0..=rounds {
+        let before = cpus::speeds(pair);
+        let on = pair.map(|cpu| {
+            cpus::allow(&[cpu]);
+            let d = time_run(&gw, &fields, &mut input);
+            cpus::allow(&cpus);
+            d.as_secs_f64() * 1e3
+        });
+        let (d, _) = time_stream(&gw, &fields, &mut input, stream_variants(false)[0]);
+        let stream = d.as_secs_f64() * 1e3;
+        let after = cpus::speeds(pair);
+        if round == 0 {
+            continue; // warm-up
+        }
+        let (fast, slow) = (on[0].min(on[1]), on[0].max(on[1]));
+        let is_equal = slow / fast < 1.1;
+        if is_equal {
+            equal.push((fast + slow) / 2.0 / stream);
+        } else {
+            over_faster.push(fast / stream);
+            over_slower.push(slow / stream);
+        }
+        println!(
+            "  {batch:>6}  cpus {:.2} {:.2} | {:.2} {:.2}  run {:6.2} {:6.2}  stream {stream:6.2}  ({:.2}x, {:.2}x){}",
+            before[0],
+            before[1],
+            after[0],
+            after[1],
+            on[0],
+            on[1],
+            on[0] / stream,
+            on[1] / stream,
+            if is_equal { "  equal" } else { "" }
+        );
+    }
+    let summary = |v: Vec<f64>| match v.is_empty() {
+        true => "-".to_string(),
+        false => format!("{:.2}x", median(v)),
+    };
+    println!(
+        "  {batch:>6}  medians: {} rounds of equal cores, stream {} run; {} of unequal cores, stream {} run on the faster core, {} on the slower",
+        equal.len(),
+        summary(equal),
+        over_faster.len(),
+        summary(over_faster),
+        summary(over_slower)
+    );
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cores(_rounds: usize) {
+    println!("cores: pins threads to CPUs, which needs Linux");
+}
+
+/// Pinning the bench's threads, and timing each core (Linux).
+#[cfg(target_os = "linux")]
+mod cpus {
+    use std::time::Instant;
+
+    /// The CPUs the calling thread may run on.
+    pub fn allowed() -> Vec<usize> {
+        // SAFETY: `cpu_set_t` is a plain array of words; all zeros is the
+        // empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: pid 0 is the calling thread; the kernel writes at most the
+        // size given, which is `set`'s.
+        let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+        assert_eq!(rc, 0, "sched_getaffinity: {}", std::io::Error::last_os_error());
+        // SAFETY: every `cpu` is below `CPU_SETSIZE`, the number `set` holds.
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect()
+    }
+
+    /// Lets the calling thread run on `cpus` only (each one from `allowed`).
+    pub fn allow(cpus: &[usize]) {
+        // SAFETY: as in `allowed`.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in cpus {
+            assert!(cpu < libc::CPU_SETSIZE as usize);
+            // SAFETY: `cpu` is below `CPU_SETSIZE` (checked above).
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        // SAFETY: pid 0 is the calling thread; the kernel reads the size
+        // given, which is `set`'s.
+        let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+        assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+
+    /// Milliseconds a fixed integer loop (eight independent multiply-shift
+    /// chains, no memory traffic) takes on each of `pair`, timed on both at
+    /// once: how fast each core runs instructions right now.
+    pub fn speeds(pair: [usize; 2]) -> [f64; 2] {
+        let start = std::sync::Barrier::new(2);
+        let on = |cpu: usize| {
+            allow(&[cpu]);
+            start.wait();
+            let t = Instant::now();
+            let mut s = [1u64, 2, 3, 4, 5, 6, 7, 8];
+            for _ in 0..std::hint::black_box(1_000_000u32) {
+                for x in s.iter_mut() {
+                    *x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (*x >> 29);
+                }
+            }
+            std::hint::black_box(s);
+            t.elapsed().as_secs_f64() * 1e3
+        };
+        // Both on threads of their own, so the caller's CPUs stay as they were.
+        std::thread::scope(|s| {
+            let [a, b] = pair.map(|cpu| s.spawn(move || on(cpu)));
+            [a.join().unwrap(), b.join().unwrap()]
+        })
+    }
+}
+
 /// A crossbeam send that wakes a receiver blocked in `recv`: microseconds
 /// spent by the sender, and until the receiver runs.
 fn wakeup(rounds: u32) {
@@ -836,6 +978,7 @@ fn main() {
             ("bounds", 9, &bounds),
             ("hand", 9, &hand_bounds),
             ("warm", 9, &warm),
+            ("cores", 30, &cores),
             ("wakeup", 2000, &|n| wakeup(n as u32)),
         ],
     );
