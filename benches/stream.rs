@@ -42,6 +42,10 @@
 //! columns, against the hand loop and `run`; `cargo bench --bench stream
 //! -- hand` runs only that).
 //!
+//! `cores` (Linux) times `run` on each core in turn beside the stream, with
+//! each core's speed, for hosts whose cores do not run at the same speed
+//! (`cargo bench --bench stream -- cores` runs only that).
+//!
 //! Last, it prints what one hand-off between threads costs on this machine
 //! (`cargo bench --bench stream -- wakeup` runs only that): a send that
 //! wakes a sleeping receiver, timed on the sender and until the receiver
@@ -347,7 +351,7 @@ fn bounds(rounds: usize) {
 /// meets whichever speed its core has. Per round: each core's speed (a
 /// fixed integer loop timed on both cores at once, before and after),
 /// `run` with the bench thread pinned to the first core, then to the
-/// second, and the stream with default settings. Rounds where `run` took
+/// second, and the stream with default settings and with pinned workers. Rounds where `run` took
 /// the same time on both cores (within 10 %) are rounds of equal cores;
 /// the stream's speed-up over `run` is summed up for those apart.
 /// 4,096-row batches only: `run` runs those on the calling thread, where
@@ -367,9 +371,13 @@ fn cores(rounds: usize) {
     let batch = 4_096;
     let mut input = batches(&fields, &schema, batch);
     let gw = Gw::build(&fields, &schema, Composition::Static);
-    // Speed-ups over `run`: the mean of both cores' when they were equal;
-    // over the faster and over the slower core when not.
-    let (mut equal, mut over_faster, mut over_slower) = (vec![], vec![], vec![]);
+    let variants = stream_variants(false);
+    let streams = [variants[0], variants.iter().find(|v| v.placement == Placement::Pinned).copied().unwrap()];
+    // Per stream: speed-ups over `run`, the mean of both cores' when they
+    // were equal; over the faster and over the slower core when not.
+    let mut equal = [vec![], vec![]];
+    let mut over_faster = [vec![], vec![]];
+    let mut over_slower = [vec![], vec![]];
     for round in 0..=rounds {
         let before = cpus::speeds(pair);
         let on = pair.map(|cpu| {
@@ -378,45 +386,49 @@ fn cores(rounds: usize) {
             cpus::allow(&cpus);
             d.as_secs_f64() * 1e3
         });
-        let (d, _) = time_stream(&gw, &fields, &mut input, stream_variants(false)[0]);
-        let stream = d.as_secs_f64() * 1e3;
+        let times = streams.map(|v| time_stream(&gw, &fields, &mut input, v).0.as_secs_f64() * 1e3);
         let after = cpus::speeds(pair);
         if round == 0 {
             continue; // warm-up
         }
         let (fast, slow) = (on[0].min(on[1]), on[0].max(on[1]));
         let is_equal = slow / fast < 1.1;
-        if is_equal {
-            equal.push((fast + slow) / 2.0 / stream);
-        } else {
-            over_faster.push(fast / stream);
-            over_slower.push(slow / stream);
-        }
-        println!(
-            "  {batch:>6}  cpus {:.2} {:.2} | {:.2} {:.2}  run {:6.2} {:6.2}  stream {stream:6.2}  ({:.2}x, {:.2}x){}",
+        let mut line = format!(
+            "  {batch:>6}  cpus {:.2} {:.2} | {:.2} {:.2}{}  run {:6.2} {:6.2}",
             before[0],
             before[1],
             after[0],
             after[1],
+            if is_equal { "  equal" } else { "       " },
             on[0],
-            on[1],
-            on[0] / stream,
-            on[1] / stream,
-            if is_equal { "  equal" } else { "" }
+            on[1]
+        );
+        for (i, (v, t)) in streams.iter().zip(times).enumerate() {
+            line += &format!("  stream{} {t:6.2} ({:.2}x, {:.2}x)", v.suffix, on[0] / t, on[1] / t);
+            if is_equal {
+                equal[i].push((fast + slow) / 2.0 / t);
+            } else {
+                over_faster[i].push(fast / t);
+                over_slower[i].push(slow / t);
+            }
+        }
+        println!("{line}");
+    }
+    let summary = |v: &[f64]| match v.is_empty() {
+        true => "-".to_string(),
+        false => format!("{:.2}x", median(v.to_vec())),
+    };
+    for (i, v) in streams.iter().enumerate() {
+        println!(
+            "  {batch:>6}  stream{}, medians: {} rounds of equal cores, {} run; {} of unequal cores, {} run on the faster core, {} on the slower",
+            v.suffix,
+            equal[i].len(),
+            summary(&equal[i]),
+            over_faster[i].len(),
+            summary(&over_faster[i]),
+            summary(&over_slower[i])
         );
     }
-    let summary = |v: Vec<f64>| match v.is_empty() {
-        true => "-".to_string(),
-        false => format!("{:.2}x", median(v)),
-    };
-    println!(
-        "  {batch:>6}  medians: {} rounds of equal cores, stream {} run; {} of unequal cores, stream {} run on the faster core, {} on the slower",
-        equal.len(),
-        summary(equal),
-        over_faster.len(),
-        summary(over_faster),
-        summary(over_slower)
-    );
 }
 
 #[cfg(not(target_os = "linux"))]
