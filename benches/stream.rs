@@ -351,9 +351,9 @@ fn bounds(rounds: usize) {
 /// meets whichever speed its core has. Per round: each core's speed (a
 /// fixed integer loop timed on both cores at once, before and after),
 /// `run` with the bench thread pinned to the first core, then to the
-/// second, and the stream with default settings and with pinned workers. Rounds where `run` took
-/// the same time on both cores (within 10 %) are rounds of equal cores;
-/// the stream's speed-up over `run` is summed up for those apart.
+/// second, and the stream with default settings and with pinned workers.
+/// Rounds where `run` took the same time on both cores (within 10 %) are
+/// rounds of equal cores; the speed-ups are summed up for those apart.
 /// 4,096-row batches only: `run` runs those on the calling thread, where
 /// it spreads 65,536-row ones over both cores.
 #[cfg(target_os = "linux")]
