@@ -346,14 +346,19 @@ fn bounds(rounds: usize) {
 }
 
 /// The stream against `run` on each core in turn. On this virtual machine
-/// each core's speed changes by itself, by up to 1.8x, from one tenth of a
-/// second to the next (the host's doing; see BENCHMARKS.md §8), and `run`
-/// meets whichever speed its core has. Per round: each core's speed (a
-/// fixed integer loop timed on both cores at once, before and after),
-/// `run` with the bench thread pinned to the first core, then to the
-/// second, and the stream with default settings and with pinned workers.
-/// Rounds where `run` took the same time on both cores (within 10 %) are
-/// rounds of equal cores; the speed-ups are summed up for those apart.
+/// the two cores' speeds change by themselves, from one tenth of a second
+/// to the next (the host's doing; see BENCHMARKS.md §8): either core may
+/// run up to 1.8x slower than the other, and at times the two share one
+/// physical core, each fast alone and half as fast when both are busy.
+/// `run` meets whichever speed its core has; the stream meets both.
+///
+/// Per round: a fixed integer loop timed on each core alone and on both
+/// at once; `run` with the bench thread pinned to the first core, then to
+/// the second; the stream with default settings and with pinned workers;
+/// the loop again. A round is one of *equal cores* when `run` took the
+/// same time on both (within 10 %) and neither measurement of the loop
+/// found the cores sharing one (both at once taking 1.6x their time
+/// alone or more); the speed-ups are summed up for those apart.
 /// 4,096-row batches only: `run` runs those on the calling thread, where
 /// it spreads 65,536-row ones over both cores.
 #[cfg(target_os = "linux")]
@@ -366,7 +371,7 @@ fn cores(rounds: usize) {
     let pair = [cpus[0], cpus[1]];
     let (schema, fields) = Fields::schema();
     println!(
-        "cores, {rounds} rounds: per round, the integer loop's ms on CPUs {pair:?} (before | after), run's ms per {ROWS} rows pinned to each, the stream's, and its speed-up over each"
+        "cores, {rounds} rounds: per round, the integer loop's ms on CPUs {pair:?} (alone, both at once; before | after), run's ms per {ROWS} rows pinned to each, each stream's, and its speed-up over each run"
     );
     let batch = 4_096;
     let mut input = batches(&fields, &schema, batch);
@@ -374,10 +379,12 @@ fn cores(rounds: usize) {
     let variants = stream_variants(false);
     let streams = [variants[0], variants.iter().find(|v| v.placement == Placement::Pinned).copied().unwrap()];
     // Per stream: speed-ups over `run`, the mean of both cores' when they
-    // were equal; over the faster and over the slower core when not.
+    // were equal; over the faster and over the slower core when not; over
+    // the mean when the cores shared one.
     let mut equal = [vec![], vec![]];
     let mut over_faster = [vec![], vec![]];
     let mut over_slower = [vec![], vec![]];
+    let mut shared = [vec![], vec![]];
     for round in 0..=rounds {
         let before = cpus::speeds(pair);
         let on = pair.map(|cpu| {
@@ -392,24 +399,23 @@ fn cores(rounds: usize) {
             continue; // warm-up
         }
         let (fast, slow) = (on[0].min(on[1]), on[0].max(on[1]));
-        let is_equal = slow / fast < 1.1;
-        let mut line = format!(
-            "  {batch:>6}  cpus {:.2} {:.2} | {:.2} {:.2}{}  run {:6.2} {:6.2}",
-            before[0],
-            before[1],
-            after[0],
-            after[1],
-            if is_equal { "  equal" } else { "       " },
-            on[0],
-            on[1]
-        );
+        let sharing = before.sharing() || after.sharing();
+        let label = match (sharing, slow / fast < 1.1) {
+            (true, _) => "shared",
+            (false, true) => "equal",
+            (false, false) => "",
+        };
+        let mut line =
+            format!("  {batch:>6}  cpus {before} | {after}  {label:<6}  run {:6.2} {:6.2}", on[0], on[1]);
         for (i, (v, t)) in streams.iter().zip(times).enumerate() {
             line += &format!("  stream{} {t:6.2} ({:.2}x, {:.2}x)", v.suffix, on[0] / t, on[1] / t);
-            if is_equal {
-                equal[i].push((fast + slow) / 2.0 / t);
-            } else {
-                over_faster[i].push(fast / t);
-                over_slower[i].push(slow / t);
+            match label {
+                "shared" => shared[i].push((fast + slow) / 2.0 / t),
+                "equal" => equal[i].push((fast + slow) / 2.0 / t),
+                _ => {
+                    over_faster[i].push(fast / t);
+                    over_slower[i].push(slow / t);
+                }
             }
         }
         println!("{line}");
@@ -420,13 +426,15 @@ fn cores(rounds: usize) {
     };
     for (i, v) in streams.iter().enumerate() {
         println!(
-            "  {batch:>6}  stream{}, medians: {} rounds of equal cores, {} run; {} of unequal cores, {} run on the faster core, {} on the slower",
+            "  {batch:>6}  stream{}, medians: {} rounds of equal cores, {} run; {} of unequal cores, {} run on the faster core, {} on the slower; {} on one shared core, {} run",
             v.suffix,
             equal[i].len(),
             summary(&equal[i]),
             over_faster[i].len(),
             summary(&over_faster[i]),
-            summary(&over_slower[i])
+            summary(&over_slower[i]),
+            shared[i].len(),
+            summary(&shared[i])
         );
     }
 }
@@ -469,14 +477,41 @@ mod cpus {
         assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
     }
 
-    /// Milliseconds a fixed integer loop (eight independent multiply-shift
-    /// chains, no memory traffic) takes on each of `pair`, timed on both at
-    /// once: how fast each core runs instructions right now.
-    pub fn speeds(pair: [usize; 2]) -> [f64; 2] {
+    /// The integer loop's milliseconds on each core of a pair, alone and
+    /// with both cores running it at once.
+    pub struct Speeds {
+        alone: [f64; 2],
+        together: [f64; 2],
+    }
+
+    impl Speeds {
+        /// Both cores ran the loop at least 1.6x slower together than
+        /// alone: two threads of one physical core (about 2x for a loop that
+        /// keeps a core's integer units busy), not two cores.
+        pub fn sharing(&self) -> bool {
+            (0..2).all(|i| self.together[i] >= 1.6 * self.alone[i])
+        }
+    }
+
+    impl std::fmt::Display for Speeds {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let [a0, a1] = self.alone;
+            let [t0, t1] = self.together;
+            write!(f, "{a0:.2} {a1:.2}, {t0:.2} {t1:.2}")
+        }
+    }
+
+    /// Times the loop (eight independent multiply-shift chains, no memory
+    /// traffic) on each of `pair` alone, then on both at once: how fast
+    /// each core runs instructions right now, and whether the two share
+    /// one physical core.
+    pub fn speeds(pair: [usize; 2]) -> Speeds {
         let start = std::sync::Barrier::new(2);
-        let on = |cpu: usize| {
+        let on = |cpu: usize, barrier: Option<&std::sync::Barrier>| {
             allow(&[cpu]);
-            start.wait();
+            if let Some(b) = barrier {
+                b.wait();
+            }
             let t = Instant::now();
             let mut s = [1u64, 2, 3, 4, 5, 6, 7, 8];
             for _ in 0..std::hint::black_box(1_000_000u32) {
@@ -487,10 +522,12 @@ mod cpus {
             std::hint::black_box(s);
             t.elapsed().as_secs_f64() * 1e3
         };
-        // Both on threads of their own, so the caller's CPUs stay as they were.
+        // On threads of their own, so the caller's CPUs stay as they were.
+        let (on, start) = (&on, &start);
         std::thread::scope(|s| {
-            let [a, b] = pair.map(|cpu| s.spawn(move || on(cpu)));
-            [a.join().unwrap(), b.join().unwrap()]
+            let alone = pair.map(|cpu| s.spawn(move || on(cpu, None)).join().unwrap());
+            let together = pair.map(|cpu| s.spawn(move || on(cpu, Some(start)))).map(|h| h.join().unwrap());
+            Speeds { alone, together }
         })
     }
 }
