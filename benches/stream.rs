@@ -399,8 +399,8 @@ fn cores(rounds: usize) {
             continue; // warm-up
         }
         let (fast, slow) = (on[0].min(on[1]), on[0].max(on[1]));
-        let sharing = before.sharing() || after.sharing();
-        let label = match (sharing, slow / fast < 1.1) {
+        let (sharing, equal_speed) = (before.sharing() || after.sharing(), slow / fast < 1.1);
+        let label = match (sharing, equal_speed) {
             (true, _) => "shared",
             (false, true) => "equal",
             (false, false) => "",
@@ -409,13 +409,14 @@ fn cores(rounds: usize) {
             format!("  {batch:>6}  cpus {before} | {after}  {label:<6}  run {:6.2} {:6.2}", on[0], on[1]);
         for (i, (v, t)) in streams.iter().zip(times).enumerate() {
             line += &format!("  stream{} {t:6.2} ({:.2}x, {:.2}x)", v.suffix, on[0] / t, on[1] / t);
-            match label {
-                "shared" => shared[i].push((fast + slow) / 2.0 / t),
-                "equal" => equal[i].push((fast + slow) / 2.0 / t),
-                _ => {
-                    over_faster[i].push(fast / t);
-                    over_slower[i].push(slow / t);
-                }
+            let over_mean = (fast + slow) / 2.0 / t;
+            if sharing {
+                shared[i].push(over_mean);
+            } else if equal_speed {
+                equal[i].push(over_mean);
+            } else {
+                over_faster[i].push(fast / t);
+                over_slower[i].push(slow / t);
             }
         }
         println!("{line}");
