@@ -94,10 +94,10 @@ fn allow_current_thread(_cpus: &[usize]) -> io::Result<()> {
 /// Before each batch a worker [`check`](Apart::check)s its CPU. If another
 /// busy worker was last seen there, it moves to a CPU with no busy worker;
 /// if a batch was handed to the workers from there lately (by a producer),
-/// it moves to a CPU with neither. It moves by pinning itself there and at
-/// once letting itself run everywhere it could before, so it never stays
-/// pinned: the system may move it again, and a thread it starts inherits
-/// no pin.
+/// it moves to a CPU with neither a sender nor any worker, busy or
+/// waiting. It moves by pinning itself there and at once letting itself run
+/// everywhere it could before, so it never stays pinned: the system may
+/// move it again, and a thread it starts inherits no pin.
 ///
 /// Why: on two cores the system may leave two busy workers on one core, and
 /// the producer and consumer on the other, and move neither while both keep
@@ -108,8 +108,8 @@ fn allow_current_thread(_cpus: &[usize]) -> io::Result<()> {
 pub(crate) struct Apart {
     /// The CPUs the workers may run on; each move restores this set.
     cpus: Vec<usize>,
-    /// Per worker, the CPU it was last seen on while busy (`NONE` while it
-    /// waits for a batch).
+    /// Per worker, the CPU it last ran a batch on (`NONE`: none yet), with
+    /// [`WAITING`] set while it waits for the next.
     seen: Box<[AtomicUsize]>,
     /// Per CPU number, when a thread last handed the workers a batch from
     /// it (nanoseconds after `start`; 0: never).
@@ -122,6 +122,9 @@ pub(crate) struct Apart {
 
 /// No CPU seen.
 const NONE: usize = usize::MAX;
+
+/// Set in a worker's [`Apart::seen`] while it waits for a batch.
+const WAITING: usize = 1 << (usize::BITS - 2);
 
 /// A CPU a batch was sent from within this long counts as busy with a
 /// producer: long enough for producers that take milliseconds to fill a
@@ -185,28 +188,36 @@ impl Apart {
     /// anywhere: off another busy worker's CPU to any CPU without one (one
     /// no batch was sent from lately if there is one: senders come and go,
     /// workers stay); off a CPU a batch was sent from lately to one with
-    /// neither.
+    /// neither a sender nor a worker. A waiting worker counts there: it
+    /// takes its next batch on its CPU within microseconds, and a worker
+    /// moved onto it would share it then (on two CPUs, two workers kept
+    /// moving onto each other's CPU this way, several times a pass).
     fn destination(&self, worker: usize, cpu: usize, now: u64) -> Option<usize> {
-        let worker_on = |c: usize| {
-            self.seen.iter().enumerate().any(|(w, s)| w != worker && s.load(Ordering::Relaxed) == c)
-        };
+        let others = || self.seen.iter().enumerate().filter(move |&(w, _)| w != worker);
+        let busy_on = |c: usize| others().any(|(_, s)| s.load(Ordering::Relaxed) == c);
+        let last_on = |c: usize| others().any(|(_, s)| s.load(Ordering::Relaxed) & !WAITING == c);
         let sent_from = |c: usize| {
             let at = self.sent.get(c).map_or(0, |at| at.load(Ordering::Relaxed));
             at != 0 && now.saturating_sub(at) < SEND_WINDOW.as_nanos() as u64
         };
-        let mut others = self.cpus.iter().copied().filter(|&c| c != cpu && !worker_on(c));
-        if worker_on(cpu) {
-            others.min_by_key(|&c| sent_from(c))
+        let mut cpus = self.cpus.iter().copied().filter(|&c| c != cpu);
+        if busy_on(cpu) {
+            cpus.filter(|&c| !busy_on(c)).min_by_key(|&c| sent_from(c))
         } else if sent_from(cpu) {
-            others.find(|&c| !sent_from(c))
+            cpus.find(|&c| !last_on(c) && !sent_from(c))
         } else {
             None
         }
     }
 
-    /// Worker `worker` waits for a batch: it keeps no CPU busy meanwhile.
+    /// Worker `worker` waits for a batch: it keeps no CPU busy meanwhile,
+    /// but comes back to its own.
     pub(crate) fn idle(&self, worker: usize) {
-        self.seen[worker].store(NONE, Ordering::Relaxed);
+        let seen = &self.seen[worker];
+        let cpu = seen.load(Ordering::Relaxed);
+        if cpu != NONE {
+            seen.store(cpu | WAITING, Ordering::Relaxed);
+        }
     }
 
     /// Called by a thread about to hand the workers a batch (which may wake
@@ -287,10 +298,19 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_worker_keeps_no_cpu() {
+    fn a_waiting_worker_keeps_no_cpu_busy_but_keeps_its_place() {
         let a = apart(2, &[0, 0], &[]);
         a.idle(1);
-        assert_eq!(a.destination(0, 0, NOW), None);
+        assert_eq!(a.destination(0, 0, NOW), None, "its CPU is not busy");
+        let a = apart(2, &[0, 1], &[0]);
+        a.idle(1);
+        assert_eq!(a.destination(0, 0, NOW), None, "not moved off a sender onto it");
+        let a = apart(3, &[0, 1], &[0]);
+        a.idle(1);
+        assert_eq!(a.destination(0, 0, NOW), Some(2), "to a CPU no worker holds");
+        let a = apart(2, &[0, NONE], &[0]);
+        a.idle(1);
+        assert_eq!(a.destination(0, 0, NOW), Some(1), "one that never ran holds none");
     }
 
     #[test]

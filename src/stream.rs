@@ -151,11 +151,13 @@ pub enum Placement {
     /// Apart: before each batch, a worker that finds itself on a CPU
     /// another busy worker was last seen on moves to one without a busy
     /// worker; one on a CPU a batch was submitted from in the last few
-    /// milliseconds (a producer's) moves to a CPU with neither. A worker
-    /// moves at most once a millisecond, by pinning itself to the new CPU
-    /// and at once letting itself run anywhere it could before, so the
-    /// system stays free to move it, and a thread a stage starts inherits
-    /// no pin. On Linux; elsewhere the same as [`System`](Placement::System).
+    /// milliseconds (a producer's) moves to a CPU with neither a producer
+    /// nor a worker (one waiting for its next batch counts: it comes back
+    /// to its CPU within microseconds). A worker moves at most once a
+    /// millisecond, by pinning itself to the new CPU and at once letting
+    /// itself run anywhere it could before, so the system stays free to
+    /// move it, and a thread a stage starts inherits no pin. On Linux;
+    /// elsewhere the same as [`System`](Placement::System).
     #[default]
     Apart,
     /// Worker `i` pinned to the `i`-th CPU the building thread may run on
